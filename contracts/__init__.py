@@ -1,0 +1,1 @@
+"""What crosses a service boundary: events, API models, topic names."""

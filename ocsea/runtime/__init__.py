@@ -1,0 +1,1 @@
+"""The runtime every service shares: settings, broker, consumer, telemetry, HTTP, auth."""

@@ -1,0 +1,191 @@
+"""What every service has: a broker, Redis, metrics, and an HTTP app with health endpoints.
+
+Written once so that intake, triage, routing and audit differ only in their own domain and
+handlers, and run the same whether alone or together under `ocsea run`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, PlainTextResponse
+from faststream.kafka import KafkaBroker
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from redis.asyncio import Redis
+
+from ocsea.runtime.auth import PrincipalStore
+from ocsea.runtime.consumer import Handler, ProcessedMarkers, ReliableConsumer, RetryPolicy
+from ocsea.runtime.kafka import make_broker
+from ocsea.runtime.logging import get_logger
+from ocsea.runtime.settings import Settings
+
+ReadinessCheck = Callable[[], Awaitable[None]]
+Hook = Callable[[], Awaitable[None]]
+
+
+@dataclass
+class ServiceContext:
+    """The shared runtime parts of one service instance."""
+
+    name: str
+    settings: Settings
+    registry: CollectorRegistry
+    broker: KafkaBroker
+    redis: Redis
+    markers: ProcessedMarkers
+    readiness: dict[str, ReadinessCheck] = field(default_factory=dict)
+    on_startup: list[Hook] = field(default_factory=list)
+    on_shutdown: list[Hook] = field(default_factory=list)
+
+    @classmethod
+    def create(cls, name: str, settings: Settings) -> ServiceContext:
+        registry = CollectorRegistry()
+        redis = Redis.from_url(settings.redis_url)
+        context = cls(
+            name=name,
+            settings=settings,
+            registry=registry,
+            broker=make_broker(settings, service=name, registry=registry),
+            redis=redis,
+            markers=ProcessedMarkers(redis, settings.processed_marker_ttl_s),
+        )
+        context.readiness["kafka"] = context._kafka_ready
+        context.readiness["redis"] = context._redis_ready
+        return context
+
+    @property
+    def group_id(self) -> str:
+        return f"{self.settings.consumer_group_prefix}.{self.name}"
+
+    def consume(self, topic: str, handler: Handler, *, group_suffix: str = "") -> None:
+        """Subscribe reliably; a suffix gives a second, independent consumer group."""
+        ReliableConsumer(
+            self.broker,
+            topic=topic,
+            group_id=self.group_id + (f".{group_suffix}" if group_suffix else ""),
+            handler=handler,
+            markers=self.markers,
+            retry=RetryPolicy.from_settings(self.settings),
+        )
+
+    async def _kafka_ready(self) -> None:
+        if not await self.broker.ping(timeout=2.0):
+            raise ConnectionError("Kafka broker not reachable")
+
+    async def _redis_ready(self) -> None:
+        await self.redis.ping()
+
+    async def start(self) -> None:
+        for hook in self.on_startup:
+            await hook()
+        await self.broker.start()
+        get_logger("ocsea.service").info("service.started", service=self.name)
+
+    async def stop(self) -> None:
+        await self.broker.stop()
+        for hook in reversed(self.on_shutdown):
+            await hook()
+        await self.redis.aclose()
+
+
+def error_response(
+    status: int,
+    code: str,
+    message: str,
+    field: str | None = None,
+    errors: list[dict[str, str]] | None = None,
+    headers: Mapping[str, str] | None = None,
+) -> JSONResponse:
+    body: dict[str, Any] = {
+        "code": code,
+        "message": message,
+        "field": field,
+        "errors": errors or [],
+    }
+    return JSONResponse(body, status_code=status, headers=dict(headers) if headers else None)
+
+
+def _field_path(loc: tuple[Any, ...] | list[Any]) -> str:
+    parts = [str(p) for p in loc]
+    if parts and parts[0] in {"body", "query", "path", "header"}:
+        parts = parts[1:]
+    return ".".join(parts) or "body"
+
+
+async def _validation_error(_request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    errors = [
+        {
+            "field": _field_path(e.get("loc", ())),
+            "type": str(e.get("type")),
+            "message": str(e.get("msg")),
+        }
+        for e in exc.errors()
+    ]
+    first = errors[0] if errors else {"field": "body", "type": "invalid", "message": "invalid"}
+    if first["type"] == "json_invalid":
+        return error_response(
+            400, "invalid_json", f"the body is not valid JSON: {first['message']}", "body", errors
+        )
+    return error_response(
+        422, "invalid_request", f"{first['field']}: {first['message']}", first["field"], errors
+    )
+
+
+async def _http_error(_request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, HTTPException)
+    detail = exc.detail
+    if isinstance(detail, dict):
+        return error_response(
+            exc.status_code,
+            str(detail.get("code", "error")),
+            str(detail.get("message", "")),
+            detail.get("field"),
+            headers=exc.headers,
+        )
+    return error_response(exc.status_code, "http_error", str(detail), headers=exc.headers)
+
+
+def create_http_app(
+    context: ServiceContext, *, title: str, principals: PrincipalStore | None = None
+) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        await context.start()
+        try:
+            yield
+        finally:
+            await context.stop()
+
+    app = FastAPI(title=title, version="1.0", lifespan=lifespan)
+    app.state.context = context
+    app.state.principals = principals
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(HTTPException, _http_error)
+
+    @app.get("/healthz", tags=["operations"])
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok", "service": context.name}
+
+    @app.get("/readyz", tags=["operations"])
+    async def readyz() -> JSONResponse:
+        checks: dict[str, str] = {}
+        for name, check in context.readiness.items():
+            try:
+                await check()
+                checks[name] = "ok"
+            except Exception as exc:
+                checks[name] = f"unavailable: {type(exc).__name__}"
+        ready = all(v == "ok" for v in checks.values())
+        return JSONResponse({"ready": ready, "checks": checks}, status_code=200 if ready else 503)
+
+    @app.get("/metrics", tags=["operations"], response_class=PlainTextResponse)
+    async def metrics() -> PlainTextResponse:
+        return PlainTextResponse(generate_latest(context.registry), media_type=CONTENT_TYPE_LATEST)
+
+    return app

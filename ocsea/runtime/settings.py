@@ -1,0 +1,76 @@
+"""Configuration from the environment (`OCSEA_` prefix), validated at start-up."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def repo_root() -> Path:
+    """The directory holding pyproject.toml, else the working directory."""
+    here = Path.cwd().resolve()
+    for candidate in (here, *here.parents):
+        if (candidate / "pyproject.toml").is_file() and (candidate / "contracts").is_dir():
+            return candidate
+    return here
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="OCSEA_", extra="ignore")
+
+    kafka_bootstrap: str = "127.0.0.1:9092"
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    var_dir: Path = Field(default_factory=lambda: repo_root() / "var")
+    audit_db_url: str | None = Field(
+        default=None, description="Default: a SQLite file under var/ (sqlite+aiosqlite)"
+    )
+
+    host: str = "127.0.0.1"
+    intake_port: int = 8081
+    triage_port: int = 8082
+    routing_port: int = 8083
+    audit_port: int = 8084
+
+    principals_file: Path | None = Field(
+        default=None, description="Default: var/principals.json (token hashes, never tokens)"
+    )
+    routing_directory_file: Path | None = Field(
+        default=None, description="Actor directory; default: the shipped KRI sample"
+    )
+    master_key_file: Path | None = Field(
+        default=None, description="Key-encryption key for case data keys; default: var/"
+    )
+
+    consumer_group_prefix: str = Field(
+        default="ocsea", description="Consumer groups are <prefix>.<service>; tests isolate by it"
+    )
+    consumer_max_attempts: int = Field(default=4, ge=1, le=50)
+    consumer_backoff_initial_s: float = Field(default=0.2, gt=0)
+    consumer_backoff_max_s: float = Field(default=5.0, gt=0)
+    processed_marker_ttl_s: int = Field(default=14 * 24 * 3600, ge=60)
+    publish_timeout_s: float = Field(default=10.0, gt=0)
+
+    log_level: str = "INFO"
+    log_json: bool = True
+
+    @field_validator("kafka_bootstrap")
+    @classmethod
+    def _bootstrap_has_port(cls, value: str) -> str:
+        for server in value.split(","):
+            if ":" not in server:
+                raise ValueError(f"OCSEA_KAFKA_BOOTSTRAP entry {server!r} needs host:port")
+        return value
+
+    @property
+    def resolved_audit_db_url(self) -> str:
+        return self.audit_db_url or f"sqlite+aiosqlite:///{self.var_dir / 'audit-ledger.db'}"
+
+    @property
+    def resolved_principals_file(self) -> Path:
+        return self.principals_file or self.var_dir / "principals.json"
+
+    @property
+    def resolved_master_key_file(self) -> Path:
+        return self.master_key_file or self.var_dir / "master.key"

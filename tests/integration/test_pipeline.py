@@ -1,0 +1,259 @@
+"""The thin real path, end to end, on the real Kafka, Redis and ledger (`ocsea run`)."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from typing import Any
+
+import httpx
+import pytest
+from aiokafka import AIOKafkaProducer
+from redis.asyncio import Redis
+
+from contracts import topics
+from tests.conftest import RunningSystem
+from tests.support import end_offsets, read_all, wait_for
+
+pytestmark = pytest.mark.integration
+
+SAMPLE_REPORT: dict[str, Any] = {
+    "source_reference": "HL-2026-0001",
+    "channel": "hotline",
+    "language": "ckb",
+    "incident": {
+        "occurred_at": "2026-11-20T21:30:00+03:00",
+        "governorate": "erbil",
+        "platform": "instagram",
+    },
+    "survivors": [{"name": "Test Survivor Marker", "age": 15}],
+    "categories": ["sextortion"],
+    "risk_flags": ["sextortion_deadline"],
+    "narrative": "Narrative marker text",
+}
+
+
+async def post_report(
+    client: httpx.AsyncClient, system: RunningSystem, body: Any, **headers: str
+) -> httpx.Response:
+    return await client.post(
+        f"{system.urls['intake']}/v1/reports",
+        json=body,
+        headers={**system.headers("partner-hotline"), **headers},
+    )
+
+
+async def tasks_for_case(
+    client: httpx.AsyncClient, system: RunningSystem, officer: str, case_id: str
+) -> list[dict[str, Any]]:
+    response = await client.get(
+        f"{system.urls['routing']}/v1/tasks", headers=system.headers(officer)
+    )
+    assert response.status_code == 200, response.text
+    return [t for t in response.json() if t["case_id"] == case_id]
+
+
+async def trail(client: httpx.AsyncClient, system: RunningSystem, case_id: str) -> list[Any]:
+    response = await client.get(
+        f"{system.urls['audit']}/v1/audit/cases/{case_id}/trail",
+        headers=system.headers("auditor"),
+    )
+    assert response.status_code == 200, response.text
+    entries: list[Any] = response.json()["entries"]
+    return entries
+
+
+async def test_report_becomes_a_task_and_a_trail(
+    system: RunningSystem, client: httpx.AsyncClient
+) -> None:
+    response = await post_report(client, system, SAMPLE_REPORT)
+    assert response.status_code == 202, response.text
+    accepted = response.json()
+    case_id, report_id = accepted["case_id"], accepted["report_id"]
+    uuid.UUID(case_id), uuid.UUID(report_id)
+
+    async def task() -> list[dict[str, Any]]:
+        return await tasks_for_case(client, system, "officer-erbil-cpu", case_id)
+
+    found = await wait_for(task, within=5, what="the task in the Erbil officer's inbox")
+    assert len(found) == 1
+    assert found[0]["classification"] == "TF-CSEA"
+    assert found[0]["priority"] == "P2"
+    assert found[0]["agency_id"] == "erbil-cpu"
+    assert found[0]["seconds_to_acknowledge"] > 0
+
+    async def full_trail() -> list[Any] | None:
+        entries = await trail(client, system, case_id)
+        return entries if len(entries) >= 3 else None
+
+    entries = await wait_for(full_trail, within=5, what="three ledger entries")
+    assert [e["entry"]["action"] for e in entries] == [
+        "report.received",
+        "report.triaged",
+        "task.assigned",
+    ]
+    indexes = [e["leaf_index"] for e in entries]
+    assert indexes == sorted(indexes)
+    assert all(e["entry"]["case_id"] == case_id for e in entries)
+    assert "Marker" not in json.dumps(entries)
+
+    # Another agency's officer does not see it.
+    assert await tasks_for_case(client, system, "officer-duhok-cpu", case_id) == []
+    forbidden = await client.get(
+        f"{system.urls['routing']}/v1/tasks/{found[0]['task_id']}",
+        headers=system.headers("officer-duhok-cpu"),
+    )
+    assert forbidden.status_code == 404
+
+
+async def test_personal_data_is_sealed_on_the_wire(
+    system: RunningSystem, client: httpx.AsyncClient
+) -> None:
+    marker = f"Marker-{uuid.uuid4().hex}"
+    body = {**SAMPLE_REPORT, "narrative": marker, "survivors": [{"name": marker, "age": 12}]}
+    response = await post_report(client, system, body)
+    assert response.status_code == 202
+    report_id = response.json()["report_id"]
+
+    async def received() -> list[Any] | None:
+        records = await read_all(system.bootstrap, topics.REPORTS_RECEIVED)
+        return [r for r in records if report_id.encode() in r.value] or None
+
+    [record] = await wait_for(received, what="the received event")
+    assert marker.encode() not in record.value
+    event = json.loads(record.value)
+    assert event["data"]["personal"]["ciphertext"]
+    assert event["data"]["survivors"][0]["stated_age"] == 12
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "code", "field"),
+    [
+        ("{not json", 400, "invalid_json", "body"),
+        ({"language": "ckb"}, 422, "invalid_request", "channel"),
+        (
+            {"channel": "hotline", "survivors": [{"age": "fifteen"}]},
+            422,
+            "invalid_request",
+            "survivors.0.age",
+        ),
+        (
+            {"channel": "hotline", "incident": {"governorate": "atlantis"}},
+            422,
+            "invalid_request",
+            "incident.governorate",
+        ),
+        ({"channel": "hotline", "unexpected_field": 1}, 422, "invalid_request", "unexpected_field"),
+    ],
+)
+async def test_bad_input_is_refused_and_nothing_is_published(
+    system: RunningSystem,
+    client: httpx.AsyncClient,
+    body: Any,
+    status: int,
+    code: str,
+    field: str,
+) -> None:
+    before = await end_offsets(system.bootstrap, topics.REPORTS_RECEIVED)
+    response = await client.post(
+        f"{system.urls['intake']}/v1/reports",
+        content=body if isinstance(body, str) else json.dumps(body),
+        headers={**system.headers("partner-hotline"), "Content-Type": "application/json"},
+    )
+    assert response.status_code == status, response.text
+    error = response.json()
+    assert error["code"] == code
+    assert error["field"] == field
+    assert error["message"]
+    # Intake answers only after the broker acknowledged a publish, so a publish would
+    # already show in the end offsets.
+    assert await end_offsets(system.bootstrap, topics.REPORTS_RECEIVED) == before
+
+
+async def test_unauthenticated_and_wrong_role_are_refused(
+    system: RunningSystem, client: httpx.AsyncClient
+) -> None:
+    no_token = await client.post(f"{system.urls['intake']}/v1/reports", json=SAMPLE_REPORT)
+    assert no_token.status_code == 401
+    assert no_token.json()["code"] == "unauthenticated"
+    officer = await client.post(
+        f"{system.urls['intake']}/v1/reports",
+        json=SAMPLE_REPORT,
+        headers=system.headers("officer-erbil-cpu"),
+    )
+    assert officer.status_code == 403
+
+
+async def test_idempotency_key_replays_the_first_answer(
+    system: RunningSystem, client: httpx.AsyncClient
+) -> None:
+    key = f"idem-{uuid.uuid4()}"
+    first = await post_report(client, system, SAMPLE_REPORT, **{"Idempotency-Key": key})
+    before = await end_offsets(system.bootstrap, topics.REPORTS_RECEIVED)
+    second = await post_report(client, system, SAMPLE_REPORT, **{"Idempotency-Key": key})
+    assert first.status_code == second.status_code == 202
+    assert first.json() == second.json()
+    assert await end_offsets(system.bootstrap, topics.REPORTS_RECEIVED) == before
+
+
+async def test_redelivered_event_creates_no_second_task_or_entry(
+    system: RunningSystem, client: httpx.AsyncClient
+) -> None:
+    response = await post_report(client, system, SAMPLE_REPORT)
+    case_id = response.json()["case_id"]
+
+    async def three_entries() -> list[Any] | None:
+        entries = await trail(client, system, case_id)
+        return entries if len(entries) >= 3 else None
+
+    await wait_for(three_entries, what="the first trail")
+    triaged = [
+        r
+        for r in await read_all(system.bootstrap, topics.REPORTS_TRIAGED)
+        if case_id.encode() in r.value
+    ]
+    assert len(triaged) == 1
+    original = triaged[0]
+    event_id = json.loads(original.value)["event_id"]
+
+    # Forget the fast-path markers so the redelivery reaches the handlers themselves:
+    # their effects must be idempotent on their own.
+    redis = Redis.from_url(system.env["OCSEA_REDIS_URL"])
+    prefix = system.env["OCSEA_CONSUMER_GROUP_PREFIX"]
+    await redis.delete(
+        f"ocsea:processed:{prefix}.routing:{event_id}",
+        f"ocsea:processed:{prefix}.audit:{event_id}",
+    )
+    await redis.aclose()
+
+    # Redeliver the same event, then a fresh sentinel with the same key (same partition,
+    # later offset): once the sentinel is handled, the redelivery has been handled too.
+    sentinel = json.loads(original.value)
+    sentinel["event_id"] = str(uuid.uuid4())
+    producer = AIOKafkaProducer(bootstrap_servers=system.bootstrap, acks="all")
+    await producer.start()
+    try:
+        await producer.send_and_wait(
+            topics.REPORTS_TRIAGED, original.value, key=original.key, headers=original.headers
+        )
+        await producer.send_and_wait(
+            topics.REPORTS_TRIAGED, json.dumps(sentinel).encode(), key=original.key
+        )
+    finally:
+        await producer.stop()
+
+    async def sentinel_recorded() -> list[Any] | None:
+        entries = await trail(client, system, case_id)
+        ids = {e["entry"]["source_event_id"] for e in entries}
+        return entries if sentinel["event_id"] in ids else None
+
+    entries = await wait_for(sentinel_recorded, what="the sentinel in the trail")
+    source_ids = [e["entry"]["source_event_id"] for e in entries]
+    assert source_ids.count(event_id) == 1
+
+    async def two_tasks() -> list[dict[str, Any]] | None:
+        found = await tasks_for_case(client, system, "officer-erbil-cpu", case_id)
+        return found if len(found) >= 2 else None
+
+    found = await wait_for(two_tasks, what="the sentinel's task")
+    assert len(found) == 2  # the original and the sentinel's, not a third from the redelivery

@@ -1,0 +1,130 @@
+"""The shared reliable consumer against the real broker: retries, dead-letter, no blocking."""
+
+from __future__ import annotations
+
+import uuid
+from collections import Counter
+
+import pytest
+from prometheus_client import CollectorRegistry
+from redis.asyncio import Redis
+
+from contracts.events import Actor, ActorKind, Envelope, EventType, make_event
+from contracts.topics import dlq_of
+from ocsea.runtime.consumer import Origin, ProcessedMarkers, ReliableConsumer, RetryPolicy
+from ocsea.runtime.kafka import make_broker, publish_event
+from ocsea.runtime.settings import Settings
+from tests.support import read_all, wait_for
+
+pytestmark = pytest.mark.integration
+
+
+def triaged_event(case_id: uuid.UUID) -> Envelope:
+    from services.triage.domain import triage
+    from tests.test_triage_domain import received
+
+    return make_event(
+        event_type=EventType.REPORT_TRIAGED,
+        case_id=case_id,
+        producer="test",
+        actor=Actor(kind=ActorKind.SYSTEM, id="test"),
+        data=triage(received()),
+    )
+
+
+async def test_poison_message_goes_to_dlq_and_the_partition_moves_on(
+    stack_env: dict[str, str],
+) -> None:
+    settings = Settings(
+        kafka_bootstrap=stack_env["OCSEA_KAFKA_BOOTSTRAP"], redis_url=stack_env["OCSEA_REDIS_URL"]
+    )
+    topic = f"ocsea.test.reliable.{uuid.uuid4().hex[:8]}"
+    case_id = uuid.uuid4()
+    poison, good = triaged_event(case_id), triaged_event(case_id)
+    attempts: Counter[str] = Counter()
+    handled: list[str] = []
+
+    async def handler(envelope: Envelope, origin: Origin) -> None:
+        attempts[str(envelope.event_id)] += 1
+        if envelope.event_id == poison.event_id:
+            raise RuntimeError("handler bug")
+        handled.append(str(envelope.event_id))
+
+    redis = Redis.from_url(settings.redis_url)
+    broker = make_broker(settings, service="test", registry=CollectorRegistry())
+    ReliableConsumer(
+        broker,
+        topic=topic,
+        group_id=f"ocsea-test-{uuid.uuid4().hex[:8]}",
+        handler=handler,
+        markers=ProcessedMarkers(redis, 600),
+        retry=RetryPolicy(max_attempts=3, initial_backoff_s=0.01, max_backoff_s=0.05),
+    )
+    await broker.start()
+    try:
+        await publish_event(broker, topic, poison)
+        await publish_event(broker, topic, good)  # same key: same partition, after the poison
+
+        async def good_handled() -> bool:
+            return str(good.event_id) in handled
+
+        await wait_for(good_handled, what="the message after the poison one")
+
+        async def dead_lettered() -> list[object] | None:
+            return await read_all(settings.kafka_bootstrap, dlq_of(topic)) or None
+
+        [record] = await wait_for(dead_lettered, what="the poison message on the DLQ")
+    finally:
+        await broker.stop()
+        await redis.aclose()
+
+    assert attempts[str(poison.event_id)] == 3
+    assert attempts[str(good.event_id)] == 1
+    assert Envelope.model_validate_json(record.value).event_id == poison.event_id
+    headers = {k: v.decode() for k, v in record.headers}
+    assert headers["x-ocsea-origin-topic"] == topic
+    assert headers["x-ocsea-attempts"] == "3"
+    assert headers["x-ocsea-error-type"] == "RuntimeError"
+    assert "handler bug" in headers["x-ocsea-error"]
+    assert int(headers["x-ocsea-origin-offset"]) >= 0
+    assert record.key == str(case_id).encode()
+
+
+async def test_unparseable_message_is_dead_lettered_without_retries(
+    stack_env: dict[str, str],
+) -> None:
+    settings = Settings(
+        kafka_bootstrap=stack_env["OCSEA_KAFKA_BOOTSTRAP"], redis_url=stack_env["OCSEA_REDIS_URL"]
+    )
+    topic = f"ocsea.test.garbage.{uuid.uuid4().hex[:8]}"
+    calls: list[Envelope] = []
+
+    async def handler(envelope: Envelope, origin: Origin) -> None:
+        calls.append(envelope)
+
+    redis = Redis.from_url(settings.redis_url)
+    broker = make_broker(settings, service="test", registry=CollectorRegistry())
+    ReliableConsumer(
+        broker,
+        topic=topic,
+        group_id=f"ocsea-test-{uuid.uuid4().hex[:8]}",
+        handler=handler,
+        markers=ProcessedMarkers(redis, 600),
+        retry=RetryPolicy(max_attempts=3, initial_backoff_s=0.01, max_backoff_s=0.05),
+    )
+    await broker.start()
+    try:
+        await broker.publish(b'{"not": "an envelope"}', topic=topic, key=b"k")
+
+        async def dead_lettered() -> list[object] | None:
+            return await read_all(settings.kafka_bootstrap, dlq_of(topic)) or None
+
+        [record] = await wait_for(dead_lettered, what="the garbage on the DLQ")
+    finally:
+        await broker.stop()
+        await redis.aclose()
+    assert calls == []
+    assert record.value == b'{"not": "an envelope"}'
+    headers = {k: v.decode() for k, v in record.headers}
+    assert headers["x-ocsea-error-type"] == "ValidationError"
+    assert headers["x-ocsea-attempts"] == "1"
