@@ -10,17 +10,13 @@ import typer
 from ocsea.runtime.logging import configure_logging
 from ocsea.runtime.settings import Settings
 from ocsea.runtime.telemetry import tracer_provider
+from ocsea.stack import app as stack_app
 
 app = typer.Typer(help="OCSEA response mechanism", no_args_is_help=True, add_completion=False)
 contracts_app = typer.Typer(help="Event and API contracts", no_args_is_help=True)
 app.add_typer(contracts_app, name="contracts")
 
-try:
-    from ocsea.stack import app as stack_app
-
-    app.add_typer(stack_app, name="stack", help="The local Kafka, Redis and PostgreSQL stack")
-except ImportError:  # pragma: no cover - the stack module ships with the project
-    pass
+app.add_typer(stack_app, name="stack", help="The local Kafka, Redis and PostgreSQL stack")
 
 
 def _run(names: list[str]) -> None:
@@ -86,3 +82,7 @@ def export_contracts() -> None:
 
 def main() -> None:
     app()
+
+
+if __name__ == "__main__":
+    main()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -74,6 +75,8 @@ def start_system(
         "OCSEA_VAR_DIR": str(var_dir),
         "OCSEA_CONSUMER_GROUP_PREFIX": group_prefix,
         "OCSEA_CONSUMER_BACKOFF_INITIAL_S": "0.05",
+        "OCSEA_TRACE_FILE": str(var_dir / "spans.jsonl"),
+        "OCSEA_LOG_LEVEL": "DEBUG",
         **{f"OCSEA_{name.upper()}_PORT": str(port) for name, port in ports.items()},
         **(extra or {}),
     }
@@ -101,7 +104,9 @@ def start_system(
                     ready.add(name)
             except httpx.HTTPError:
                 pass
-        time.sleep(0.2)  # noqa: sleep-ok (polling a subprocess with a deadline)
+        # Wait a little for the process to exit (a failure) before polling again.
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            process.wait(timeout=0.2)
     credentials = json.loads((var_dir / "demo-credentials.json").read_text())
     return RunningSystem(env, urls, credentials, var_dir, log_file, process)
 

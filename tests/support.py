@@ -8,6 +8,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
 
 T = TypeVar("T")
 
@@ -30,11 +31,24 @@ async def wait_for(
     raise AssertionError(f"timed out after {within}s waiting for {what}; last value: {last!r}")
 
 
+async def _partitions(bootstrap: str, topic: str) -> set[int]:
+    """The topic's partitions, from the cluster itself (empty if it does not exist yet)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        [description] = await admin.describe_topics([topic])
+    finally:
+        await admin.close()
+    if description.get("error_code"):
+        return set()
+    return {int(p["partition"]) for p in description.get("partitions", [])}
+
+
 async def end_offsets(bootstrap: str, topic: str) -> dict[int, int]:
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap)
     await consumer.start()
     try:
-        partitions = await consumer.partitions_for_topic(topic) or set()
+        partitions = await _partitions(bootstrap, topic)
         tps = [TopicPartition(topic, p) for p in partitions]
         offsets = await consumer.end_offsets(tps) if tps else {}
         return {tp.partition: int(offset) for tp, offset in offsets.items()}
@@ -49,7 +63,7 @@ async def read_all(bootstrap: str, topic: str, *, within: float = 10.0) -> list[
     )
     await consumer.start()
     try:
-        partitions = await consumer.partitions_for_topic(topic)
+        partitions = await _partitions(bootstrap, topic)
         if not partitions:
             return []
         tps = [TopicPartition(topic, p) for p in partitions]
@@ -58,7 +72,11 @@ async def read_all(bootstrap: str, topic: str, *, within: float = 10.0) -> list[
         ends = await consumer.end_offsets(tps)
         records: list[Any] = []
         deadline = time.monotonic() + within
-        while any(await consumer.position(tp) < end for tp, end in ends.items()):
+
+        async def behind() -> bool:
+            return any([await consumer.position(tp) < end for tp, end in ends.items()])
+
+        while await behind():
             if time.monotonic() > deadline:
                 raise AssertionError(f"could not read {topic} to its end within {within}s")
             batch = await consumer.getmany(timeout_ms=200)

@@ -13,8 +13,9 @@ import secrets
 from collections.abc import Awaitable, Callable, Iterable
 from enum import StrEnum
 from pathlib import Path
+from typing import Annotated
 
-from fastapi import HTTPException, Request, status
+from fastapi import Depends, HTTPException, Request, status
 from pydantic import BaseModel, ConfigDict, Field
 
 from contracts.events import AgencyType
@@ -155,3 +156,9 @@ def _write_private(path: Path, text: str) -> None:
     with os.fdopen(fd, "w", encoding="utf-8") as handle:
         handle.write(text)
     tmp.replace(path)
+
+
+# Route parameters: `principal: OfficerPrincipal` admits officers only.
+PartnerPrincipal = Annotated[Principal, Depends(require(Role.PARTNER))]
+OfficerPrincipal = Annotated[Principal, Depends(require(Role.OFFICER))]
+AuditorPrincipal = Annotated[Principal, Depends(require(Role.AUDITOR))]

@@ -118,7 +118,9 @@ class ReliableConsumer:
             title=f"{group_id}:{topic}",
         )(self._consume)
 
-    async def _consume(self, body: bytes, message: KafkaMessage) -> None:
+    async def _consume(self, message: KafkaMessage) -> None:
+        # The raw bytes, not FastStream's decoding: the digest must be of what was sent.
+        body = message.body
         record = message.raw_message
         assert not isinstance(record, tuple)  # single-message subscriber
         origin = Origin(

@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import uuid
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import Depends, FastAPI
+from fastapi import FastAPI
 from pydantic import BaseModel
 
 from contracts import topics
 from contracts.events import Envelope
 from contracts.reports import ErrorBody
-from ocsea.runtime.auth import Principal, PrincipalStore, Role, require
+from ocsea.runtime.auth import AuditorPrincipal, PrincipalStore
 from ocsea.runtime.consumer import Origin
 from ocsea.runtime.logging import get_logger
 from ocsea.runtime.service import ServiceContext, create_http_app
@@ -63,7 +63,6 @@ def build(settings: Settings) -> FastAPI:
         title="ocsea audit",
         principals=PrincipalStore.load(settings.resolved_principals_file),
     )
-    auditor = Annotated[Principal, Depends(require(Role.AUDITOR))]
 
     @app.get(
         "/v1/audit/cases/{case_id}/trail",
@@ -71,7 +70,7 @@ def build(settings: Settings) -> FastAPI:
         responses={401: {"model": ErrorBody}, 403: {"model": ErrorBody}},
         tags=["audit"],
     )
-    async def case_trail(case_id: uuid.UUID, _principal: auditor) -> CaseTrail:
+    async def case_trail(case_id: uuid.UUID, _principal: AuditorPrincipal) -> CaseTrail:
         """The case's ledger entries in order, each with its leaf index."""
         entries = await ledger.case_trail(str(case_id))
         return CaseTrail(

@@ -31,7 +31,8 @@ from sqlalchemy import (
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from contracts.events import Envelope, utc_now
-from services.audit.domain.entry import canonical_json, entry_for, leaf_hash
+from services.audit.domain.entry import canonical_json, entry_for
+from services.audit.domain.merkle import leaf_hash
 
 metadata = MetaData()
 

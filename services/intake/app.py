@@ -7,13 +7,13 @@ import json
 import uuid
 from typing import Annotated
 
-from fastapi import Depends, FastAPI, Header
+from fastapi import FastAPI, Header
 from fastapi.responses import JSONResponse
 
 from contracts import topics
 from contracts.events import Actor, ActorKind, EventType, make_event, utc_now
 from contracts.reports import ErrorBody, PartnerReport, ReportAccepted
-from ocsea.runtime.auth import Principal, PrincipalStore, Role, require
+from ocsea.runtime.auth import PartnerPrincipal, PrincipalStore
 from ocsea.runtime.crypto import CaseKeys, load_or_create_master_key
 from ocsea.runtime.kafka import publish_event
 from ocsea.runtime.logging import get_logger
@@ -41,7 +41,6 @@ def build(settings: Settings) -> FastAPI:
         title="ocsea intake",
         principals=PrincipalStore.load(settings.resolved_principals_file),
     )
-    partner = Annotated[Principal, Depends(require(Role.PARTNER))]
 
     @app.post(
         "/v1/reports",
@@ -53,7 +52,7 @@ def build(settings: Settings) -> FastAPI:
     )
     async def submit_report(
         report: PartnerReport,
-        principal: partner,
+        principal: PartnerPrincipal,
         idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
     ) -> ReportAccepted | JSONResponse:
         idem_key = f"ocsea:idempotency:{principal.name}:{idempotency_key}"

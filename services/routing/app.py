@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from typing import Annotated
 
-from fastapi import Depends, FastAPI, HTTPException, Query
+from fastapi import FastAPI, HTTPException, Query
 
 from contracts import topics
 from contracts.events import (
@@ -21,7 +21,7 @@ from contracts.events import (
     utc_now,
 )
 from contracts.reports import ErrorBody
-from ocsea.runtime.auth import Principal, PrincipalStore, Role, require
+from ocsea.runtime.auth import OfficerPrincipal, PrincipalStore
 from ocsea.runtime.consumer import Origin
 from ocsea.runtime.kafka import publish_event
 from ocsea.runtime.logging import get_logger
@@ -90,7 +90,6 @@ def build(settings: Settings) -> FastAPI:
         title="ocsea routing",
         principals=PrincipalStore.load(settings.resolved_principals_file),
     )
-    officer = Annotated[Principal, Depends(require(Role.OFFICER))]
     errors: dict[int | str, dict[str, object]] = {
         401: {"model": ErrorBody},
         403: {"model": ErrorBody},
@@ -103,7 +102,7 @@ def build(settings: Settings) -> FastAPI:
 
     @app.get("/v1/tasks", response_model=list[TaskView], responses=errors, tags=["tasks"])
     async def list_tasks(
-        principal: officer,
+        principal: OfficerPrincipal,
         status: Annotated[str | None, Query(max_length=40)] = None,
         priority: Priority | None = None,
     ) -> list[TaskView]:
@@ -119,7 +118,7 @@ def build(settings: Settings) -> FastAPI:
         return [with_time_left(t) for t in found]
 
     @app.get("/v1/tasks/{task_id}", response_model=TaskView, responses=errors, tags=["tasks"])
-    async def get_task(task_id: uuid.UUID, principal: officer) -> TaskView:
+    async def get_task(task_id: uuid.UUID, principal: OfficerPrincipal) -> TaskView:
         task = await tasks.get(task_id)
         # Another agency's task is indistinguishable from a missing one.
         if task is None or task.agency_id != principal.agency:

@@ -78,7 +78,7 @@ async def test_report_becomes_a_task_and_a_trail(
     found = await wait_for(task, within=5, what="the task in the Erbil officer's inbox")
     assert len(found) == 1
     assert found[0]["classification"] == "TF-CSEA"
-    assert found[0]["priority"] == "P2"
+    assert found[0]["priority"] == "P1"  # child + sextortion deadline
     assert found[0]["agency_id"] == "erbil-cpu"
     assert found[0]["seconds_to_acknowledge"] > 0
 
@@ -124,6 +124,20 @@ async def test_personal_data_is_sealed_on_the_wire(
     event = json.loads(record.value)
     assert event["data"]["personal"]["ciphertext"]
     assert event["data"]["survivors"][0]["stated_age"] == 12
+
+    # Once the case is through the pipeline, neither the logs (at DEBUG) nor any span of
+    # any service carries the marker, though both recorded the case.
+    case_id = response.json()["case_id"]
+
+    async def traced() -> bool:
+        spans = (system.var_dir / "spans.jsonl").read_text(encoding="utf-8")
+        return spans.count(case_id) >= 3
+
+    await wait_for(traced, what="spans for the case's received, triaged and assigned events")
+    for path in (system.log_file, system.var_dir / "spans.jsonl"):
+        text = path.read_text(encoding="utf-8")
+        assert marker not in text, f"personal data leaked into {path.name}"
+    assert report_id in system.log_file.read_text(encoding="utf-8")
 
 
 @pytest.mark.parametrize(
@@ -234,7 +248,7 @@ async def test_redelivered_event_creates_no_second_task_or_entry(
     await producer.start()
     try:
         await producer.send_and_wait(
-            topics.REPORTS_TRIAGED, original.value, key=original.key, headers=original.headers
+            topics.REPORTS_TRIAGED, original.value, key=original.key, headers=list(original.headers)
         )
         await producer.send_and_wait(
             topics.REPORTS_TRIAGED, json.dumps(sentinel).encode(), key=original.key
@@ -257,3 +271,23 @@ async def test_redelivered_event_creates_no_second_task_or_entry(
 
     found = await wait_for(two_tasks, what="the sentinel's task")
     assert len(found) == 2  # the original and the sentinel's, not a third from the redelivery
+
+
+async def test_every_service_serves_health_readiness_metrics_and_openapi(
+    system: RunningSystem, client: httpx.AsyncClient
+) -> None:
+    for name, url in system.urls.items():
+        health = await client.get(f"{url}/healthz")
+        assert health.json() == {"status": "ok", "service": name}
+        ready = await client.get(f"{url}/readyz")
+        assert ready.status_code == 200, ready.text
+        assert ready.json()["checks"]["kafka"] == "ok"
+        metrics = await client.get(f"{url}/metrics")
+        assert metrics.status_code == 200
+        assert metrics.headers["content-type"].startswith("text/plain")
+        openapi = (await client.get(f"{url}/openapi.json")).json()
+        assert "/healthz" in openapi["paths"]
+    audit_ready = (await client.get(f"{system.urls['audit']}/readyz")).json()
+    assert audit_ready["checks"]["database"] == "ok"
+    triage_metrics = (await client.get(f"{system.urls['triage']}/metrics")).text
+    assert "faststream_received_messages_total" in triage_metrics

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections import Counter
+from typing import Any
 
 import pytest
 from prometheus_client import CollectorRegistry
@@ -70,7 +71,7 @@ async def test_poison_message_goes_to_dlq_and_the_partition_moves_on(
 
         await wait_for(good_handled, what="the message after the poison one")
 
-        async def dead_lettered() -> list[object] | None:
+        async def dead_lettered() -> list[Any] | None:
             return await read_all(settings.kafka_bootstrap, dlq_of(topic)) or None
 
         [record] = await wait_for(dead_lettered, what="the poison message on the DLQ")
@@ -116,7 +117,7 @@ async def test_unparseable_message_is_dead_lettered_without_retries(
     try:
         await broker.publish(b'{"not": "an envelope"}', topic=topic, key=b"k")
 
-        async def dead_lettered() -> list[object] | None:
+        async def dead_lettered() -> list[Any] | None:
             return await read_all(settings.kafka_bootstrap, dlq_of(topic)) or None
 
         [record] = await wait_for(dead_lettered, what="the garbage on the DLQ")

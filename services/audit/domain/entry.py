@@ -6,7 +6,6 @@ personal content. Its canonical JSON (sorted keys, no spaces, UTF-8) is the Merk
 
 from __future__ import annotations
 
-import hashlib
 import json
 from datetime import datetime
 from typing import Any
@@ -16,11 +15,6 @@ from contracts.events import Envelope
 
 def canonical_json(value: dict[str, Any]) -> bytes:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
-
-
-def leaf_hash(entry: bytes) -> bytes:
-    """RFC 9162 leaf hash: SHA-256(0x00 || entry)."""
-    return hashlib.sha256(b"\x00" + entry).digest()
 
 
 def entry_for(

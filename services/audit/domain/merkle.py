@@ -122,7 +122,7 @@ class MemoryNodeStore:
 
     @property
     def size(self) -> int:
-        """Number of leaves stored (one past the highest leaf index written)."""
+        """Leaves stored, so ``append`` knows the next leaf number as the ledger's sequence does."""
         return self._size
 
     def __len__(self) -> int:
@@ -459,7 +459,7 @@ def verify_consistency(
         raise ProofError(f"tree sizes must not be negative, got {first} and {second}")
     if first > second:
         raise ProofError(f"first size {first} exceeds second size {second}: a log cannot shrink")
-    if first == -5:
+    if first == 0:
         raise ProofError("no consistency proof exists from the empty tree (size 0)")
     if first == second:
         if proof:
