@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -98,24 +98,26 @@ class ReliableConsumer:
         self,
         broker: KafkaBroker,
         *,
-        topic: str,
+        topics: Sequence[str],
         group_id: str,
         handler: Handler,
         markers: ProcessedMarkers,
         retry: RetryPolicy,
     ) -> None:
         self.broker = broker
-        self.topic = topic
+        self.topics = tuple(topics)
         self.group_id = group_id
         self.handler = handler
         self.markers = markers
         self.retry = retry
+        # One subscriber (one group member) for all of a group's topics: several members of
+        # one group joining one by one would each trigger a rebalance of the whole group.
         broker.subscriber(
-            topic,
+            *self.topics,
             group_id=group_id,
             auto_offset_reset="earliest",
             ack_policy=AckPolicy.NACK_ON_ERROR,
-            title=f"{group_id}:{topic}",
+            title=f"{group_id}:{','.join(self.topics)}",
         )(self._consume)
 
     async def _consume(self, message: KafkaMessage) -> None:

@@ -62,11 +62,11 @@ class ServiceContext:
     def group_id(self) -> str:
         return f"{self.settings.consumer_group_prefix}.{self.name}"
 
-    def consume(self, topic: str, handler: Handler, *, group_suffix: str = "") -> None:
+    def consume(self, *topics: str, handler: Handler, group_suffix: str = "") -> None:
         """Subscribe reliably; a suffix gives a second, independent consumer group."""
         ReliableConsumer(
             self.broker,
-            topic=topic,
+            topics=topics,
             group_id=self.group_id + (f".{group_suffix}" if group_suffix else ""),
             handler=handler,
             markers=self.markers,

@@ -55,8 +55,7 @@ def build(settings: Settings) -> FastAPI:
             action=envelope.event_type,
         )
 
-    for topic in topics.ALL_EVENT_TOPICS:
-        context.consume(topic, record)
+    context.consume(*topics.ALL_EVENT_TOPICS, handler=record)
 
     app = create_http_app(
         context,

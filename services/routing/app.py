@@ -82,8 +82,8 @@ def build(settings: Settings) -> FastAPI:
                 envelope.case_id, envelope.payload(TaskAssignedData), envelope.occurred_at
             )
 
-    context.consume(topics.REPORTS_TRIAGED, on_triaged)
-    context.consume(topics.TASKS_EVENTS, project_task_event, group_suffix="projection")
+    context.consume(topics.REPORTS_TRIAGED, handler=on_triaged)
+    context.consume(topics.TASKS_EVENTS, handler=project_task_event, group_suffix="projection")
 
     app = create_http_app(
         context,

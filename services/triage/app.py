@@ -52,5 +52,5 @@ def build(settings: Settings) -> FastAPI:
             priority=result.priority.value,
         )
 
-    context.consume(topics.REPORTS_RECEIVED, on_received)
+    context.consume(topics.REPORTS_RECEIVED, handler=on_received)
     return create_http_app(context, title="ocsea triage")

@@ -55,7 +55,7 @@ async def test_poison_message_goes_to_dlq_and_the_partition_moves_on(
     broker = make_broker(settings, service="test", registry=CollectorRegistry())
     ReliableConsumer(
         broker,
-        topic=topic,
+        topics=[topic],
         group_id=f"ocsea-test-{uuid.uuid4().hex[:8]}",
         handler=handler,
         markers=ProcessedMarkers(redis, 600),
@@ -107,7 +107,7 @@ async def test_unparseable_message_is_dead_lettered_without_retries(
     broker = make_broker(settings, service="test", registry=CollectorRegistry())
     ReliableConsumer(
         broker,
-        topic=topic,
+        topics=[topic],
         group_id=f"ocsea-test-{uuid.uuid4().hex[:8]}",
         handler=handler,
         markers=ProcessedMarkers(redis, 600),
