@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from datetime import UTC
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -46,6 +47,7 @@ audit_entries = Table(
     Column("case_id", String(64), nullable=False, index=True),
     Column("action", String(100), nullable=False),
     Column("actor_id", String(200), nullable=False),
+    Column("occurred_at", DateTime(timezone=True), nullable=False),
     Column("recorded_at", DateTime(timezone=True), nullable=False),
     Column("entry", Text, nullable=False),
     Column("leaf_hash", LargeBinary(32), nullable=False),
@@ -137,6 +139,7 @@ class Ledger:
                     case_id=str(envelope.case_id),
                     action=envelope.event_type,
                     actor_id=envelope.actor.id,
+                    occurred_at=envelope.occurred_at.astimezone(UTC),
                     recorded_at=recorded_at,
                     entry=encoded.decode(),
                     leaf_hash=leaf_hash(encoded),
@@ -150,11 +153,16 @@ class Ledger:
         return 0 if last is None else int(last) + 1
 
     async def case_trail(self, case_id: str) -> list[StoredEntry]:
+        """A case's entries in the order things happened.
+
+        Leaf order is the order the audit service learned of events, which across topics
+        need not be causal (a task event can be fetched before the report it came from).
+        """
         async with self.engine.connect() as conn:
             rows = await conn.execute(
                 select(audit_entries.c.seq, audit_entries.c.entry, audit_entries.c.leaf_hash)
                 .where(audit_entries.c.case_id == case_id)
-                .order_by(audit_entries.c.seq)
+                .order_by(audit_entries.c.occurred_at, audit_entries.c.seq)
             )
             return [
                 StoredEntry(int(seq), json.loads(entry), bytes(digest).hex())

@@ -92,8 +92,7 @@ async def test_report_becomes_a_task_and_a_trail(
         "report.triaged",
         "task.assigned",
     ]
-    indexes = [e["leaf_index"] for e in entries]
-    assert indexes == sorted(indexes)
+    assert len({e["leaf_index"] for e in entries}) == 3
     assert all(e["entry"]["case_id"] == case_id for e in entries)
     assert "Marker" not in json.dumps(entries)
 
