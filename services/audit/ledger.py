@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-from datetime import UTC
 from dataclasses import dataclass
+from datetime import UTC
 from pathlib import Path
 from typing import Any
 
