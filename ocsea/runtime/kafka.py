@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import TopicAlreadyExistsError
 from faststream.kafka import KafkaBroker
 from faststream.kafka.opentelemetry import KafkaTelemetryMiddleware
 from faststream.kafka.prometheus import KafkaPrometheusMiddleware
 from prometheus_client import CollectorRegistry
 
+from contracts import topics
 from contracts.events import Envelope
 from ocsea.runtime.logging import get_logger
 from ocsea.runtime.settings import Settings
@@ -24,12 +28,43 @@ def make_broker(settings: Settings, *, service: str, registry: CollectorRegistry
         acks="all",
         enable_idempotence=True,
         request_timeout_ms=int(settings.publish_timeout_s * 1000),
+        # Topics are created by `ensure_topics` with the deployment's partition count;
+        # FastStream's own creation would make single-partition topics that cannot scale out.
+        allow_auto_create_topics=False,
         middlewares=[
             KafkaTelemetryMiddleware(tracer_provider=tracer_provider()),
             KafkaPrometheusMiddleware(registry=registry, app_name=f"ocsea-{service}"),
         ],
         logger=get_logger(f"ocsea.{service}.broker"),
     )
+
+
+async def ensure_topics(settings: Settings, names: Iterable[str]) -> list[str]:
+    """Create the project's topics that do not exist yet; returns the ones it created."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        missing = sorted(set(names) - existing)
+        if missing:
+            response = await admin.create_topics(
+                [
+                    NewTopic(name, settings.topic_partitions, settings.topic_replication_factor)
+                    for name in missing
+                ]
+            )
+            for name, code, *message in response.topic_errors:
+                if code not in (0, TopicAlreadyExistsError.errno):
+                    raise RuntimeError(f"cannot create Kafka topic {name}: {code} {message}")
+        return missing
+    finally:
+        await admin.close()
+
+
+def project_topics() -> list[str]:
+    """Every topic the services use, with the dead-letter twins of the consumed ones."""
+    consumed = list(topics.ALL_EVENT_TOPICS)
+    return consumed + [topics.dlq_of(t) for t in consumed] + list(topics.DISPATCH_TOPICS)
 
 
 def event_headers(envelope: Envelope) -> dict[str, str]:

@@ -20,7 +20,7 @@ from redis.asyncio import Redis
 
 from ocsea.runtime.auth import PrincipalStore
 from ocsea.runtime.consumer import Handler, ProcessedMarkers, ReliableConsumer, RetryPolicy
-from ocsea.runtime.kafka import make_broker
+from ocsea.runtime.kafka import ensure_topics, make_broker, project_topics
 from ocsea.runtime.logging import get_logger
 from ocsea.runtime.settings import Settings
 
@@ -83,6 +83,9 @@ class ServiceContext:
     async def start(self) -> None:
         for hook in self.on_startup:
             await hook()
+        created = await ensure_topics(self.settings, project_topics())
+        if created:
+            get_logger("ocsea.service").info("kafka.topics_created", topics=created)
         await self.broker.start()
         get_logger("ocsea.service").info("service.started", service=self.name)
 

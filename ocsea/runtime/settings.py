@@ -43,6 +43,10 @@ class Settings(BaseSettings):
         default=None, description="Key-encryption key for case data keys; default: var/"
     )
 
+    topic_partitions: int = Field(
+        default=3, ge=1, description="Partitions of topics the services create (scale-out unit)"
+    )
+    topic_replication_factor: int = Field(default=1, ge=1)
     consumer_group_prefix: str = Field(
         default="ocsea", description="Consumer groups are <prefix>.<service>; tests isolate by it"
     )
