@@ -53,6 +53,7 @@ class Actor(BaseModel):
 class EventType(StrEnum):
     REPORT_RECEIVED = "report.received"
     REPORT_TRIAGED = "report.triaged"
+    CASE_RECLASSIFIED = "case.reclassified"
     TASK_ASSIGNED = "task.assigned"
 
 
@@ -112,6 +113,12 @@ class SurvivorFacts(BaseModel):
     age_at_incident: int | None = Field(
         default=None, ge=0, le=130, description="Derived from date of birth and incident date"
     )
+    age_at_report: int | None = Field(
+        default=None,
+        ge=0,
+        le=130,
+        description="From date of birth when the incident date is unknown: an upper bound",
+    )
     stated_age: int | None = Field(default=None, ge=0, le=130)
     age_range: AgeRange | None = None
     indicators: tuple[str, ...] = ()
@@ -124,6 +131,12 @@ class IncidentFacts(BaseModel):
     governorate: Governorate | None = None
     district: str | None = None
     platform: str | None = None
+
+
+class SourceFormat(StrEnum):
+    PARTNER_JSON = "partner_json"
+    CYBERTIPLINE_XML = "cybertipline_xml"
+    BATCH = "batch"
 
 
 class ReportReceivedData(EventData):
@@ -139,6 +152,28 @@ class ReportReceivedData(EventData):
     categories: tuple[ViolenceType, ...] = ()
     risk_flags: tuple[RiskFlag, ...] = ()
     police_referral_consent: bool | None = None
+    source_format: SourceFormat = SourceFormat.PARTNER_JSON
+    source_incident_types: tuple[str, ...] = Field(
+        default=(), description="The source's own incident types, verbatim (e.g. CyberTipline)"
+    )
+    source_annotations: tuple[str, ...] = Field(
+        default=(),
+        description="The source's report annotations, verbatim (e.g. sextortion, "
+        "minorToMinorInteraction)",
+    )
+    source_escalation: bool = Field(
+        default=False, description="The source asked for high priority (escalateToHighPriority)"
+    )
+    content_depicts_minor: bool = Field(
+        default=False, description="A described file is annotated as depicting a minor"
+    )
+    file_count: int = Field(default=0, ge=0, description="Files described by hash, never held")
+    reported_person_relationships: tuple[str, ...] = Field(
+        default=(), description="e.g. household, family, teacher, online_only"
+    )
+    linked_report_ids: tuple[uuid.UUID, ...] = Field(
+        default=(), description="Earlier reports of the same case (same survivor or account)"
+    )
     personal: EncryptedBlob | None = Field(
         default=None, description="Names, contacts, identifiers and narrative, encrypted"
     )
@@ -189,6 +224,18 @@ class ReportTriagedData(EventData):
     rules_version: str
 
 
+class CaseReclassifiedData(EventData):
+    """Re-triage changed the case's classification or priority; history is kept, not replaced."""
+
+    report_id: uuid.UUID = Field(description="The report whose arrival caused re-triage")
+    old_classification: Classification
+    new_classification: Classification
+    old_priority: Priority
+    new_priority: Priority
+    reason: str
+    rules_version: str
+
+
 class AgencyType(StrEnum):
     CHILD_PROTECTION = "child_protection"
     POLICE = "police"
@@ -216,6 +263,7 @@ class TaskAssignedData(EventData):
 EVENT_DATA_MODELS: dict[EventType, type[EventData]] = {
     EventType.REPORT_RECEIVED: ReportReceivedData,
     EventType.REPORT_TRIAGED: ReportTriagedData,
+    EventType.CASE_RECLASSIFIED: CaseReclassifiedData,
     EventType.TASK_ASSIGNED: TaskAssignedData,
 }
 

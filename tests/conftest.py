@@ -36,6 +36,27 @@ def stack_env() -> dict[str, str]:
     return local_stack.service_env(settings)
 
 
+@pytest.fixture
+async def postgres_url(stack_env: dict[str, str]) -> AsyncIterator[str]:
+    """A fresh, empty PostgreSQL database on the real server, dropped afterwards."""
+    import asyncpg
+
+    server_url = stack_env["OCSEA_TEST_POSTGRES_URL"]
+    plain = server_url.replace("postgresql+asyncpg://", "postgresql://")
+    name = f"ocsea_test_{uuid.uuid4().hex[:12]}"
+    admin = await asyncpg.connect(plain)
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await admin.close()
+    yield server_url.rsplit("/", 1)[0] + f"/{name}"
+    admin = await asyncpg.connect(plain)
+    try:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await admin.close()
+
+
 @dataclass
 class RunningSystem:
     env: dict[str, str]

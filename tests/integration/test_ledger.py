@@ -21,17 +21,10 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture(params=["sqlite", "postgresql"])
 async def ledger(
-    request: pytest.FixtureRequest, tmp_path: Path, stack_env: dict[str, str]
+    request: pytest.FixtureRequest, tmp_path: Path, postgres_url: str
 ) -> AsyncIterator[Ledger]:
-    if request.param == "sqlite":
-        url = f"sqlite+aiosqlite:///{tmp_path / 'ledger.db'}"
-    else:
-        url = stack_env["OCSEA_TEST_POSTGRES_URL"]
-    store = Ledger(url)
-    if request.param == "postgresql":
-        # A clean table per test: drop the previous one (its guard forbids DELETE, not DROP).
-        async with store.engine.begin() as conn:
-            await conn.execute(text("DROP TABLE IF EXISTS audit_entries"))
+    sqlite_url = f"sqlite+aiosqlite:///{tmp_path / 'ledger.db'}"
+    store = Ledger(sqlite_url if request.param == "sqlite" else postgres_url)
     await store.create()
     yield store
     await store.close()
