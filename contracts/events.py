@@ -54,7 +54,20 @@ class EventType(StrEnum):
     REPORT_RECEIVED = "report.received"
     REPORT_TRIAGED = "report.triaged"
     CASE_RECLASSIFIED = "case.reclassified"
+    CASE_TRIAGE_OVERRIDDEN = "case.triage_overridden"
     TASK_ASSIGNED = "task.assigned"
+    TASK_ACKNOWLEDGED = "task.acknowledged"
+    TASK_ACCEPTED = "task.accepted"
+    TASK_DECLINED = "task.declined"
+    TASK_RESOLVED = "task.resolved"
+    TASK_ESCALATED = "task.escalated"
+    TASK_REASSIGNED = "task.reassigned"
+    TASK_DEADLINES_CHANGED = "task.deadlines_changed"
+    TASK_SLA_WARNING = "task.sla_warning"
+    TASK_SLA_BREACHED = "task.sla_breached"
+    TASK_DELIVERED = "task.delivered"
+    CASE_VIEWED = "case.viewed"
+    CASE_ACCESS_DENIED = "case.access_denied"
 
 
 class Envelope(BaseModel):
@@ -174,6 +187,16 @@ class ReportReceivedData(EventData):
     linked_report_ids: tuple[uuid.UUID, ...] = Field(
         default=(), description="Earlier reports of the same case (same survivor or account)"
     )
+    link_reasons: tuple[str, ...] = Field(
+        default=(),
+        description="Why the report joined an existing case: same_survivor, "
+        "same_reported_account, same_file or same_source_reference (never the identifiers)",
+    )
+    source_file_annotations: tuple[str, ...] = Field(
+        default=(),
+        description="Tags of the described files, verbatim (e.g. CyberTipline fileAnnotations "
+        "infant, viral, liveStreaming, generativeAi)",
+    )
     personal: EncryptedBlob | None = Field(
         default=None, description="Names, contacts, identifiers and narrative, encrypted"
     )
@@ -191,6 +214,17 @@ class AgeBasis(StrEnum):
     STATED_AGE = "stated_age"
     AGE_RANGE = "age_range"
     UNKNOWN = "unknown"
+    DATE_OF_BIRTH_AT_REPORT = "date_of_birth_at_report"
+    INDICATOR = "indicator"
+    CONTENT_DEPICTS_MINOR = "content_depicts_minor"
+
+
+class AgeConfidence(StrEnum):
+    """How firmly the age evidence supports the classification."""
+
+    HIGH = "high"
+    MEDIUM = "medium"
+    LOW = "low"
 
 
 class Priority(StrEnum):
@@ -205,11 +239,83 @@ class UrgencyFactor(BaseModel):
 
     name: str
     points: int
-    source_field: str
+    source_field: str = Field(description="The first field the factor came from")
+    sources: tuple[str, ...] = Field(
+        default=(), description="Every field it came from, e.g. risk_flags, narrative:ckb"
+    )
+    report_ids: tuple[uuid.UUID, ...] = Field(default=(), description="The reports that carry it")
+    detail: str | None = Field(default=None, description="e.g. 'age 11 < 13'; never personal data")
+
+
+class ViolenceLabel(BaseModel):
+    """One type of online violence and every source that said so."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    type: ViolenceType
+    sources: tuple[str, ...] = Field(
+        description="e.g. categories, source_incident_types, source_annotations, narrative:kmr"
+    )
+
+
+class SurvivorAgeFinding(BaseModel):
+    """The age triage found for one survivor (or a depicted, unidentified child)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    survivor: str = Field(
+        description="survivor_ref across the case's reports; 'depicted' (files), 'source' "
+        "(the source's incident type or annotation) or 'unknown' (no survivor described)"
+    )
+    child: bool
+    presumed_child: bool = Field(description="Child by presumption: no age was established")
+    age: int | None
+    basis: AgeBasis
+    confidence: AgeConfidence
+    contradictory: bool = False
+    evidence: tuple[str, ...] = Field(default=(), description="Each piece used, strongest first")
+
+
+class OverrideReason(StrEnum):
+    AGE_ESTABLISHED = "age_established"
+    RISK_REASSESSED = "risk_reassessed"
+    NEW_INFORMATION = "new_information"
+    DATA_ENTRY_ERROR = "data_entry_error"
+    OTHER = "other"
+
+
+class TriageOverrideInfo(BaseModel):
+    """A supervisor's override in force on the case, beside what the rules computed."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    override_id: uuid.UUID
+    by: str = Field(description="The supervisor's principal name (an account id)")
+    at: AwareDatetime
+    reason_code: OverrideReason
+    classification: Classification | None = None
+    priority: Priority | None = None
+    computed_classification: Classification = Field(
+        description="What the rules said when the override was made"
+    )
+    computed_priority: Priority
+    current_classification: Classification | None = Field(
+        default=None, description="What the rules say now (the score and factors are theirs)"
+    )
+    current_priority: Priority | None = None
+    superseded: tuple[str, ...] = Field(
+        default=(),
+        description="Overridden fields that later evidence made more protective than the "
+        "override (the rules' value applies again)",
+    )
 
 
 class ReportTriagedData(EventData):
-    report_id: uuid.UUID
+    """The case's current combined triage result (all its reports so far)."""
+
+    report_id: uuid.UUID = Field(
+        description="The report whose arrival caused this result (an override: the latest)"
+    )
     classification: Classification
     presumed_child: bool
     age_used: int | None
@@ -221,7 +327,35 @@ class ReportTriagedData(EventData):
     governorate: Governorate | None = None
     language: Language | None = None
     police_referral_consent: bool | None = None
+    legal_aid_sought: bool | None = Field(
+        default=None, description="The survivor or the child's family seeks legal aid"
+    )
     rules_version: str
+    confidence: AgeConfidence | None = None
+    age_note: str | None = Field(default=None, description="Why this classification, in words")
+    survivors: tuple[SurvivorAgeFinding, ...] = ()
+    child_on_child: bool = False
+    child_on_child_basis: tuple[str, ...] = ()
+    violence_labels: tuple[ViolenceLabel, ...] = ()
+    priority_basis: str | None = Field(default=None, description="Thresholds and floors applied")
+    priority_floor: Priority | None = None
+    case_report_ids: tuple[uuid.UUID, ...] = Field(
+        default=(), description="Every report combined into this result"
+    )
+    sealed_data_read: bool = Field(
+        default=False, description="Whether triage could read the sealed narrative for terms"
+    )
+    override: TriageOverrideInfo | None = None
+    inputs_digest: str | None = Field(
+        default=None,
+        description="sha256 of the canonical inputs: same inputs and rules, same result",
+    )
+    rules_digest: str | None = None
+
+
+class ReclassificationTrigger(StrEnum):
+    NEW_REPORT = "new_report"
+    OVERRIDE = "override"
 
 
 class CaseReclassifiedData(EventData):
@@ -234,6 +368,30 @@ class CaseReclassifiedData(EventData):
     new_priority: Priority
     reason: str
     rules_version: str
+    trigger: ReclassificationTrigger = ReclassificationTrigger.NEW_REPORT
+    old_score: int | None = None
+    new_score: int | None = None
+    inputs_digest: str | None = None
+
+
+class CaseTriageOverriddenData(EventData):
+    """A supervisor overrode the case's classification or priority (the note is sealed)."""
+
+    report_id: uuid.UUID = Field(description="The case's latest report")
+    override_id: uuid.UUID
+    reason_code: OverrideReason
+    note: EncryptedBlob | None = Field(
+        default=None, description="The supervisor's reason in words, sealed (may name people)"
+    )
+    classification: Classification | None = None
+    priority: Priority | None = None
+    old_classification: Classification
+    new_classification: Classification
+    old_priority: Priority
+    new_priority: Priority
+    computed_classification: Classification
+    computed_priority: Priority
+    rules_version: str
 
 
 class AgencyType(StrEnum):
@@ -245,7 +403,43 @@ class AgencyType(StrEnum):
 
 
 class TaskStatus(StrEnum):
+    """A task's lifecycle; escalation is a level beside the status, not a status of its own."""
+
     ASSIGNED = "assigned"
+    ACKNOWLEDGED = "acknowledged"
+    ACCEPTED = "accepted"
+    RESOLVED = "resolved"
+    DECLINED = "declined"
+    REASSIGNED = "reassigned"
+
+
+class SlaDeadline(StrEnum):
+    ACKNOWLEDGE = "acknowledge"
+    FIRST_ACTION = "first_action"
+
+
+class EscalationTarget(StrEnum):
+    SUPERVISOR = "supervisor"
+    COORDINATOR = "coordinator"
+
+
+class EscalationCause(StrEnum):
+    SLA_BREACH = "sla_breach"
+    MANUAL = "manual"
+
+
+# Reasons and outcomes are codes from the actor directory, never free text: a note typed by an
+# officer could carry a survivor's name into Kafka in the clear.
+_CODE = r"^[a-z][a-z0-9_]{0,63}$"
+
+
+class EscalationStep(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    level: int = Field(ge=1)
+    target: EscalationTarget
+    agency_id: str = Field(description="Whose supervisors (or which coordinator) are alerted")
+    after_breach_s: int = Field(ge=0, description="Delay after a missed deadline")
 
 
 class TaskAssignedData(EventData):
@@ -258,13 +452,135 @@ class TaskAssignedData(EventData):
     reason: str = Field(description="Why this agency was chosen, for the audit trail")
     acknowledge_due_at: AwareDatetime
     first_action_due_at: AwareDatetime
+    version: int = Field(default=1, ge=1, description="The task's event sequence number")
+    role: AgencyType | None = Field(
+        default=None, description="The kind of actor the case needs; a coordinator stands in"
+    )
+    unit_id: str | None = None
+    criteria: tuple[str, ...] = Field(default=(), description="Each routing criterion met")
+    acknowledge_warn_at: AwareDatetime | None = None
+    first_action_warn_at: AwareDatetime | None = None
+    escalation_chain: tuple[EscalationStep, ...] = ()
+    previous_task_id: uuid.UUID | None = Field(
+        default=None, description="The declined or reassigned task this one replaces"
+    )
+
+
+class TaskEventData(EventData):
+    """Common to every event that changes a task: `version` orders them (1 = assigned)."""
+
+    task_id: uuid.UUID
+    version: int = Field(ge=2)
+    agency_id: str
+
+
+class TaskAcknowledgedData(TaskEventData):
+    pass
+
+
+class TaskAcceptedData(TaskEventData):
+    pass
+
+
+class TaskDeclinedData(TaskEventData):
+    reason: str = Field(pattern=_CODE, description="A decline reason code of the directory")
+
+
+class TaskResolvedData(TaskEventData):
+    outcome: str = Field(pattern=_CODE, description="An outcome code of the directory")
+
+
+class TaskEscalatedData(TaskEventData):
+    level: int = Field(ge=1)
+    target: EscalationTarget
+    target_agency_id: str
+    cause: EscalationCause
+    deadline: SlaDeadline | None = None
+    due_at: AwareDatetime | None = None
+    reason: str | None = Field(default=None, pattern=_CODE)
+
+
+class TaskReassignedData(TaskEventData):
+    to_agency_id: str
+    new_task_id: uuid.UUID
+    reason: str = Field(pattern=_CODE)
+
+
+class TaskDeadlinesChangedData(TaskEventData):
+    """Re-triage changed the case's priority: the task's open deadlines move with it."""
+
+    old_priority: Priority
+    new_priority: Priority
+    acknowledge_due_at: AwareDatetime
+    first_action_due_at: AwareDatetime
+    acknowledge_warn_at: AwareDatetime | None = None
+    first_action_warn_at: AwareDatetime | None = None
+    escalation_chain: tuple[EscalationStep, ...] = Field(
+        default=(), description="The chain's new timing; empty: unchanged"
+    )
+    cause_event_id: uuid.UUID
+
+
+class TaskSlaData(TaskEventData):
+    """A response-time warning or breach (`task.sla_warning`, `task.sla_breached`)."""
+
+    deadline: SlaDeadline
+    due_at: AwareDatetime
+    priority: Priority
+
+
+class DeliveryChannel(StrEnum):
+    WEBHOOK = "webhook"
+
+
+class DeliveryOutcome(StrEnum):
+    DELIVERED = "delivered"
+    FAILED = "failed"
+
+
+class TaskDeliveredData(EventData):
+    """The record of delivering a task to an agency's own system; not a task transition."""
+
+    task_id: uuid.UUID
+    agency_id: str
+    channel: DeliveryChannel
+    destination: str = Field(description="Scheme, host and path; never credentials")
+    outcome: DeliveryOutcome
+    attempts: int = Field(ge=1)
+    status_code: int | None = None
+    error: str | None = Field(default=None, description="The last error's kind, never content")
+
+
+class CaseAccessData(EventData):
+    """Who looked (or tried to look) at a case's data, and on what grounds."""
+
+    viewer: str = Field(description="The principal's name (an account id, not a person's name)")
+    role: str
+    agency: str | None = None
+    task_ids: tuple[uuid.UUID, ...] = Field(default=(), description="The tasks that justify it")
+    report_ids: tuple[uuid.UUID, ...] = ()
+    personal_data_shown: bool = False
+    reason: str = Field(description="Why access was granted or refused")
 
 
 EVENT_DATA_MODELS: dict[EventType, type[EventData]] = {
     EventType.REPORT_RECEIVED: ReportReceivedData,
     EventType.REPORT_TRIAGED: ReportTriagedData,
     EventType.CASE_RECLASSIFIED: CaseReclassifiedData,
+    EventType.CASE_TRIAGE_OVERRIDDEN: CaseTriageOverriddenData,
     EventType.TASK_ASSIGNED: TaskAssignedData,
+    EventType.TASK_ACKNOWLEDGED: TaskAcknowledgedData,
+    EventType.TASK_ACCEPTED: TaskAcceptedData,
+    EventType.TASK_DECLINED: TaskDeclinedData,
+    EventType.TASK_RESOLVED: TaskResolvedData,
+    EventType.TASK_ESCALATED: TaskEscalatedData,
+    EventType.TASK_REASSIGNED: TaskReassignedData,
+    EventType.TASK_DEADLINES_CHANGED: TaskDeadlinesChangedData,
+    EventType.TASK_SLA_WARNING: TaskSlaData,
+    EventType.TASK_SLA_BREACHED: TaskSlaData,
+    EventType.TASK_DELIVERED: TaskDeliveredData,
+    EventType.CASE_VIEWED: CaseAccessData,
+    EventType.CASE_ACCESS_DENIED: CaseAccessData,
 }
 
 

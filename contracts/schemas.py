@@ -9,7 +9,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from contracts.events import EVENT_DATA_MODELS, Envelope
-from contracts.reports import ErrorBody, PartnerReport, ReportAccepted
+from contracts.reports import BatchResult, ErrorBody, PartnerReport, ReportAccepted, ReportStatus
 
 SCHEMA_DIR = Path(__file__).parent / "schemas"
 
@@ -20,6 +20,8 @@ def all_schemas() -> dict[str, dict[str, Any]]:
         "envelope": Envelope,
         "partner-report": PartnerReport,
         "report-accepted": ReportAccepted,
+        "report-status": ReportStatus,
+        "batch-result": BatchResult,
         "error": ErrorBody,
     }
     for event_type, model in EVENT_DATA_MODELS.items():

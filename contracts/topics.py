@@ -10,8 +10,14 @@ ACCESS = "ocsea.access.v1"
 DISPATCH_CHILD_PROTECTION = "ocsea.dispatch.child-protection.v1"
 DISPATCH_POLICE = "ocsea.dispatch.police.v1"
 DISPATCH_LEGAL = "ocsea.dispatch.legal.v1"
+DISPATCH_GBV_CASE_MANAGEMENT = "ocsea.dispatch.gbv-case-management.v1"
 
-DISPATCH_TOPICS = (DISPATCH_CHILD_PROTECTION, DISPATCH_POLICE, DISPATCH_LEGAL)
+DISPATCH_TOPICS = (
+    DISPATCH_CHILD_PROTECTION,
+    DISPATCH_POLICE,
+    DISPATCH_LEGAL,
+    DISPATCH_GBV_CASE_MANAGEMENT,
+)
 
 DLQ_SUFFIX = ".dlq"
 

@@ -11,6 +11,8 @@ from ocsea.runtime.logging import configure_logging
 from ocsea.runtime.settings import Settings
 from ocsea.runtime.telemetry import tracer_provider
 from ocsea.stack import app as stack_app
+from services.audit.cli import make_app as make_audit_app
+from services.triage.cli import make_app as make_triage_app
 
 app = typer.Typer(help="OCSEA response mechanism", no_args_is_help=True, add_completion=False)
 contracts_app = typer.Typer(help="Event and API contracts", no_args_is_help=True)
@@ -53,10 +55,11 @@ def intake() -> None:
     _run(["intake"])
 
 
-@app.command()
-def triage() -> None:
-    """Run the triage service (port 8082)."""
-    _run(["triage"])
+app.add_typer(
+    make_triage_app(serve=lambda: _run(["triage"])),
+    name="triage",
+    help="Run the triage service (no command), or replay and check its rule sets",
+)
 
 
 @app.command()
@@ -65,10 +68,11 @@ def routing() -> None:
     _run(["routing"])
 
 
-@app.command()
-def audit() -> None:
-    """Run the audit service (auditors' API, port 8084)."""
-    _run(["audit"])
+app.add_typer(
+    make_audit_app(serve=lambda: _run(["audit"])),
+    name="audit",
+    help="Run the audit service (no command), or verify and export its ledger",
+)
 
 
 @contracts_app.command("export")

@@ -46,7 +46,9 @@ def prepare_local(settings: Settings) -> list[str]:
     if settings.principals_file is None:
         credentials = settings.var_dir / "demo-credentials.json"
         directory = load_directory(settings.routing_directory_file)
-        agencies = [DemoAgency(id=a.id, type=a.type) for a in directory.agencies]
+        agencies = [
+            DemoAgency(id=a.id, type=a.type, supervisors=a.supervisors) for a in directory.agencies
+        ]
         if ensure_demo_principals(settings.resolved_principals_file, credentials, agencies):
             notes.append(f"created demo credentials in {credentials}")
         else:

@@ -1,11 +1,11 @@
-"""The foundation age rule and urgency, as pure functions."""
+"""Builders of received reports for triage tests (imported by other suites too), and the
+single-report entry point's basic behaviour. The rules' full coverage is in tests/triage/."""
 
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime
-
-import pytest
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from contracts.events import (
     AgeBasis,
@@ -15,83 +15,49 @@ from contracts.events import (
     ReportReceivedData,
     SurvivorFacts,
 )
-from contracts.reports import AgeRange, Channel, RiskFlag
+from contracts.reports import Channel, Governorate, RiskFlag
 from services.triage.domain import triage
 
-
-def received(*survivors: SurvivorFacts, flags: tuple[RiskFlag, ...] = ()) -> ReportReceivedData:
-    return ReportReceivedData(
-        report_id=uuid.uuid4(),
-        partner_id="partner",
-        channel=Channel.HOTLINE,
-        received_at=datetime(2026, 11, 23, tzinfo=UTC),
-        incident=IncidentFacts(),
-        survivors=survivors or (SurvivorFacts(survivor_ref="s1", stated_age=15),),
-        risk_flags=flags,
-    )
+BASE_TIME = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)
 
 
-def survivor(**kwargs: object) -> SurvivorFacts:
-    return SurvivorFacts.model_validate({"survivor_ref": "s1", **kwargs})
+def received(
+    *survivors: SurvivorFacts, flags: tuple[RiskFlag, ...] = (), **fields: Any
+) -> ReportReceivedData:
+    """A received report; one 15-year-old survivor unless survivors are given.
+
+    `fields` sets any other ReportReceivedData field; `minutes` shifts `received_at`.
+    """
+    minutes = fields.pop("minutes", 0)
+    data: dict[str, Any] = {
+        "report_id": uuid.uuid4(),
+        "partner_id": "partner",
+        "channel": Channel.HOTLINE,
+        "received_at": BASE_TIME + timedelta(minutes=minutes),
+        "incident": IncidentFacts(governorate=Governorate.ERBIL),
+        "survivors": survivors or (SurvivorFacts(survivor_ref="s1", stated_age=15),),
+        "risk_flags": flags,
+        **fields,
+    }
+    return ReportReceivedData.model_validate(data)
 
 
-@pytest.mark.parametrize(
-    ("facts", "classification", "age", "basis"),
-    [
-        (survivor(stated_age=15), Classification.TF_CSEA, 15, AgeBasis.STATED_AGE),
-        (survivor(stated_age=17), Classification.TF_CSEA, 17, AgeBasis.STATED_AGE),
-        (survivor(stated_age=18), Classification.TFGBV, 18, AgeBasis.STATED_AGE),
-        (survivor(), Classification.TF_CSEA, None, AgeBasis.UNKNOWN),
-        # Minor at the incident, adult when reporting: the incident decides.
-        (
-            survivor(age_at_incident=16, stated_age=20),
-            Classification.TF_CSEA,
-            16,
-            AgeBasis.DATE_OF_BIRTH,
-        ),
-        (
-            survivor(age_range=AgeRange(min=16, max=20)),
-            Classification.TF_CSEA,
-            16,
-            AgeBasis.AGE_RANGE,
-        ),
-        (
-            survivor(age_range=AgeRange(min=19, max=25)),
-            Classification.TFGBV,
-            19,
-            AgeBasis.AGE_RANGE,
-        ),
-    ],
-)
-def test_age_at_incident_decides(
-    facts: SurvivorFacts, classification: Classification, age: int | None, basis: AgeBasis
-) -> None:
-    result = triage(received(facts))
-    assert result.classification is classification
-    assert result.age_used == age
-    assert result.age_basis is basis
-    assert result.presumed_child is (basis is AgeBasis.UNKNOWN)
+def survivor(ref: str = "s1", **facts: Any) -> SurvivorFacts:
+    return SurvivorFacts.model_validate({"survivor_ref": ref, **facts})
 
 
-def test_any_child_among_several_survivors_makes_it_tf_csea() -> None:
-    adult = SurvivorFacts(survivor_ref="s1", stated_age=30)
-    child = SurvivorFacts(survivor_ref="s2", stated_age=14)
-    result = triage(received(adult, child))
+def test_one_report_is_triaged_with_the_shipped_rules() -> None:
+    result = triage(received(flags=(RiskFlag.SEXTORTION_DEADLINE,)))
     assert result.classification is Classification.TF_CSEA
-    assert result.age_used == 14
-
-
-def test_risk_flags_raise_priority_and_are_explained() -> None:
-    plain = triage(received(survivor(stated_age=30)))
-    danger = triage(received(survivor(stated_age=30), flags=(RiskFlag.IMMINENT_DANGER,)))
-    assert plain.priority is Priority.P3
-    assert danger.priority is Priority.P1
-    assert [(f.name, f.source_field) for f in danger.factors] == [("imminent_danger", "risk_flags")]
-    assert danger.score > plain.score
+    assert (result.age_used, result.age_basis) == (15, AgeBasis.STATED_AGE)
+    assert result.priority is Priority.P1  # child (30) + sextortion deadline (60)
+    assert result.rules_version == "kri-sample-2026.1"
+    assert result.inputs_digest
+    assert result.rules_digest
 
 
 def test_report_without_survivor_is_information_only() -> None:
-    report = received().model_copy(update={"survivors": ()})
-    result = triage(report)
+    result = triage(received().model_copy(update={"survivors": ()}))
     assert result.priority is Priority.P4
     assert result.classification is Classification.TF_CSEA  # unknown age: presumed child
+    assert result.presumed_child

@@ -19,6 +19,7 @@ from fastapi import Depends, HTTPException, Request, status
 from pydantic import BaseModel, ConfigDict, Field
 
 from contracts.events import AgencyType
+from contracts.reports import PartnerKind
 
 
 class Role(StrEnum):
@@ -36,6 +37,13 @@ class Principal(BaseModel):
     role: Role
     agency: str | None = None
     agency_type: AgencyType | None = None
+    partner_kind: PartnerKind | None = Field(
+        default=None, description="For partners: hotline, NGO or tipline"
+    )
+    rate_limit_per_minute: int | None = Field(
+        default=None, ge=1, description="For partners: overrides the intake's default limit"
+    )
+    rate_limit_burst: int | None = Field(default=None, ge=1)
 
 
 class StoredPrincipal(Principal):
@@ -105,9 +113,19 @@ def require(*roles: Role) -> Callable[[Request], Awaitable[Principal]]:
     return dependency
 
 
+DEMO_PARTNER_KINDS = {
+    "partner-hotline": PartnerKind.HOTLINE,
+    "partner-ngo": PartnerKind.NGO,
+    "partner-tipline": PartnerKind.TIPLINE,
+}
+
+
 class DemoAgency(BaseModel):
     id: str
     type: AgencyType
+    supervisors: tuple[str, ...] = Field(
+        default=(), description="Supervisor principals scoped to this agency"
+    )
 
 
 def ensure_demo_principals(
@@ -122,11 +140,21 @@ def ensure_demo_principals(
         return False
     entries: list[tuple[str, Role, DemoAgency | None]] = [
         ("partner-hotline", Role.PARTNER, None),
+        ("partner-ngo", Role.PARTNER, None),
+        ("partner-tipline", Role.PARTNER, None),
         ("supervisor", Role.SUPERVISOR, None),
         ("auditor", Role.AUDITOR, None),
         ("operator", Role.OPERATOR, None),
     ]
+    agencies = list(agencies)
     entries += [(f"officer-{a.id}", Role.OFFICER, a) for a in agencies]
+    # Supervisors act within their agency (the coordinator's: the whole mechanism); one named
+    # in the directory replaces the unscoped demo principal of the same name.
+    scoped: list[tuple[str, Role, DemoAgency | None]] = [
+        (name, Role.SUPERVISOR, a) for a in agencies for name in a.supervisors
+    ]
+    scoped_names = {name for name, _, _ in scoped}
+    entries = [e for e in entries if e[0] not in scoped_names] + scoped
     stored: list[StoredPrincipal] = []
     plain: dict[str, dict[str, str | None]] = {}
     for name, role, agency in entries:
@@ -136,6 +164,7 @@ def ensure_demo_principals(
             role=role,
             agency=agency.id if agency else None,
             agency_type=agency.type if agency else None,
+            partner_kind=DEMO_PARTNER_KINDS.get(name),
         )
         stored.append(StoredPrincipal(**principal.model_dump(), token_sha256=token_hash(token)))
         plain[name] = {

@@ -7,6 +7,9 @@
   then committed: a poison message never blocks its partition and never disappears.
 - Events are deduplicated on `event_id` (a processed marker in Redis, set after success), and
   handlers are idempotent themselves, so a redelivery after a crash changes nothing.
+- Raw mode (`raw_handler`) is for recorders that take every record as it is, envelope or not,
+  a batch at a time (the audit ledger, which also records the `.dlq` twins): see
+  `ReliableConsumer._consume_raw`.
 """
 
 from __future__ import annotations
@@ -41,6 +44,20 @@ class Origin:
 
 
 Handler = Callable[[Envelope, Origin], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class RawRecord:
+    """A Kafka record exactly as it arrived, for handlers that must not assume an envelope."""
+
+    key: bytes | None
+    value: bytes
+    headers: tuple[tuple[str, bytes], ...]
+    timestamp_ms: int
+    origin: Origin
+
+
+RawHandler = Callable[[Sequence[RawRecord]], Awaitable[None]]
 
 
 class PermanentError(Exception):
@@ -100,25 +117,34 @@ class ReliableConsumer:
         *,
         topics: Sequence[str],
         group_id: str,
-        handler: Handler,
+        handler: Handler | None = None,
         markers: ProcessedMarkers,
         retry: RetryPolicy,
+        raw_handler: RawHandler | None = None,
+        raw_batch_size: int = 500,
     ) -> None:
+        if (handler is None) == (raw_handler is None):
+            raise ValueError("give exactly one of handler and raw_handler")
         self.broker = broker
         self.topics = tuple(topics)
         self.group_id = group_id
         self.handler = handler
+        self.raw_handler = raw_handler
         self.markers = markers
         self.retry = retry
         # One subscriber (one group member) for all of a group's topics: several members of
         # one group joining one by one would each trigger a rebalance of the whole group.
-        broker.subscriber(
+        subscriber = broker.subscriber(
             *self.topics,
             group_id=group_id,
             auto_offset_reset="earliest",
             ack_policy=AckPolicy.NACK_ON_ERROR,
             title=f"{group_id}:{','.join(self.topics)}",
-        )(self._consume)
+            # Raw mode takes what has arrived, up to a batch, without waiting for more.
+            batch=raw_handler is not None,
+            max_records=raw_batch_size if raw_handler is not None else None,
+        )
+        subscriber(self._consume_raw if raw_handler else self._consume)
 
     async def _consume(self, message: KafkaMessage) -> None:
         # The raw bytes, not FastStream's decoding: the digest must be of what was sent.
@@ -144,9 +170,55 @@ class ReliableConsumer:
             return
         await self.markers.mark(self.group_id, event_id)
 
+    async def _consume_raw(self, message: KafkaMessage) -> None:
+        """Hand over a batch of records as they are; retry until the handler succeeds; never
+        dead-letter, never skip.
+
+        A raw handler accepts any bytes, so what fails is its own store (a database outage),
+        which waiting cures; dead-lettering would leave a gap in a ledger that must have none
+        (and a dead letter's own dead letter would loop). After the bounded retries the error
+        propagates: no offset of the batch is committed, and it is redelivered after a pause.
+        """
+        assert self.raw_handler is not None
+        received = message.raw_message
+        batch = [
+            RawRecord(
+                record.key,
+                record.value or b"",
+                tuple(record.headers or ()),
+                int(record.timestamp or 0),
+                Origin(
+                    record.topic,
+                    record.partition,
+                    record.offset,
+                    hashlib.sha256(record.value or b"").hexdigest(),
+                ),
+            )
+            for record in (received if isinstance(received, tuple) else (received,))
+        ]
+        for attempt in range(1, self.retry.max_attempts + 1):
+            try:
+                await self.raw_handler(batch)
+                return
+            except Exception as exc:
+                log.warning(
+                    "records.handler_failed",
+                    topic=batch[0].origin.topic if batch else None,
+                    first_offset=batch[0].origin.offset if batch else None,
+                    records=len(batch),
+                    attempt=attempt,
+                    error=error_summary(exc),
+                )
+                if attempt == self.retry.max_attempts:
+                    # The pause keeps an outage from turning redelivery into a busy loop.
+                    await asyncio.sleep(self.retry.max_backoff_s)
+                    raise
+                await asyncio.sleep(self.retry.backoff(attempt))
+
     async def _run_with_retries(
         self, envelope: Envelope, origin: Origin
     ) -> tuple[BaseException, int] | None:
+        assert self.handler is not None
         for attempt in range(1, self.retry.max_attempts + 1):
             try:
                 await self.handler(envelope, origin)

@@ -57,18 +57,20 @@ class CaseKeys:
         return f"ocsea:case-key:{case_id}"
 
     async def _data_key(self, case_id: uuid.UUID, *, create: bool) -> bytes:
-        stored = await self._redis.get(self._redis_key(case_id))
-        if stored is None:
-            if not create:
-                raise CaseKeyNotFoundError(str(case_id))
+        stored: bytes | str | None
+        if create:
             nonce = os.urandom(_NONCE_BYTES)
             wrapped = nonce + self._kek.encrypt(
                 nonce, AESGCM.generate_key(bit_length=256), case_id.bytes
             )
-            # NX: two concurrent reports on one case must end with one key, the first one.
-            await self._redis.set(self._redis_key(case_id), wrapped, nx=True)
+            # One round trip on intake's hot path: NX keeps the first key when two reports on
+            # one case race, and GET hands back the key the case already has.
+            earlier = await self._redis.set(self._redis_key(case_id), wrapped, nx=True, get=True)
+            stored = earlier if isinstance(earlier, bytes | str) else wrapped
+        else:
             stored = await self._redis.get(self._redis_key(case_id))
-            assert stored is not None
+        if stored is None:
+            raise CaseKeyNotFoundError(str(case_id))
         blob = stored if isinstance(stored, bytes) else stored.encode("latin-1")
         return self._kek.decrypt(blob[:_NONCE_BYTES], blob[_NONCE_BYTES:], case_id.bytes)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable
 from typing import Any
 
@@ -36,6 +37,9 @@ def make_broker(settings: Settings, *, service: str, registry: CollectorRegistry
             KafkaPrometheusMiddleware(registry=registry, app_name=f"ocsea-{service}"),
         ],
         logger=get_logger(f"ocsea.{service}.broker"),
+        # FastStream's per-message "Received"/"Processed" lines are debugging detail; the
+        # services log what they did with each event themselves.
+        log_level=logging.DEBUG,
     )
 
 

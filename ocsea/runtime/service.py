@@ -19,7 +19,13 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from redis.asyncio import Redis
 
 from ocsea.runtime.auth import PrincipalStore
-from ocsea.runtime.consumer import Handler, ProcessedMarkers, ReliableConsumer, RetryPolicy
+from ocsea.runtime.consumer import (
+    Handler,
+    ProcessedMarkers,
+    RawHandler,
+    ReliableConsumer,
+    RetryPolicy,
+)
 from ocsea.runtime.kafka import ensure_topics, make_broker, project_topics
 from ocsea.runtime.logging import get_logger
 from ocsea.runtime.settings import Settings
@@ -41,6 +47,10 @@ class ServiceContext:
     readiness: dict[str, ReadinessCheck] = field(default_factory=dict)
     on_startup: list[Hook] = field(default_factory=list)
     on_shutdown: list[Hook] = field(default_factory=list)
+    # Background work that publishes (e.g. timers) starts once the broker is up, and stops
+    # before it goes down.
+    after_start: list[Hook] = field(default_factory=list)
+    before_stop: list[Hook] = field(default_factory=list)
 
     @classmethod
     def create(cls, name: str, settings: Settings) -> ServiceContext:
@@ -62,13 +72,25 @@ class ServiceContext:
     def group_id(self) -> str:
         return f"{self.settings.consumer_group_prefix}.{self.name}"
 
-    def consume(self, *topics: str, handler: Handler, group_suffix: str = "") -> None:
-        """Subscribe reliably; a suffix gives a second, independent consumer group."""
+    def consume(
+        self,
+        *topics: str,
+        handler: Handler | None = None,
+        raw_handler: RawHandler | None = None,
+        raw_batch_size: int = 500,
+        group_suffix: str = "",
+    ) -> None:
+        """Subscribe reliably; a suffix gives a second, independent consumer group.
+
+        Give `handler` for envelopes, or `raw_handler` for batches of records taken as they are.
+        """
         ReliableConsumer(
             self.broker,
             topics=topics,
             group_id=self.group_id + (f".{group_suffix}" if group_suffix else ""),
             handler=handler,
+            raw_handler=raw_handler,
+            raw_batch_size=raw_batch_size,
             markers=self.markers,
             retry=RetryPolicy.from_settings(self.settings),
         )
@@ -87,9 +109,13 @@ class ServiceContext:
         if created:
             get_logger("ocsea.service").info("kafka.topics_created", topics=created)
         await self.broker.start()
+        for hook in self.after_start:
+            await hook()
         get_logger("ocsea.service").info("service.started", service=self.name)
 
     async def stop(self) -> None:
+        for hook in reversed(self.before_stop):
+            await hook()
         await self.broker.stop()
         for hook in reversed(self.on_shutdown):
             await hook()

@@ -26,6 +26,26 @@ class Settings(BaseSettings):
     audit_db_url: str | None = Field(
         default=None, description="Default: a SQLite file under var/ (sqlite+aiosqlite)"
     )
+    audit_signing_key_file: Path | None = Field(
+        default=None,
+        description="Ed25519 private key (PEM) that signs checkpoints; default: var/, "
+        "generated on first use (a deployment supplies its own, and it must exist)",
+    )
+    audit_checkpoint_interval_s: float = Field(
+        default=60.0, gt=0, description="How often a checkpoint is signed when the ledger grew"
+    )
+    audit_ingest_share: float = Field(
+        default=0.5,
+        gt=0,
+        le=1,
+        description="While the audit catches up on a backlog, the share of time its ingest may "
+        "take (it pauses in between), so services sharing its process stay prompt",
+    )
+    audit_log_origin: str = Field(
+        default="ocsea-audit",
+        pattern=r"^[A-Za-z0-9._:/-]{1,100}$",
+        description="Names this ledger in its signed checkpoints",
+    )
 
     host: str = "127.0.0.1"
     intake_port: int = 8081
@@ -70,6 +90,10 @@ class Settings(BaseSettings):
     @property
     def resolved_audit_db_url(self) -> str:
         return self.audit_db_url or f"sqlite+aiosqlite:///{self.var_dir / 'audit-ledger.db'}"
+
+    @property
+    def resolved_audit_signing_key_file(self) -> Path:
+        return self.audit_signing_key_file or self.var_dir / "audit-signing.key"
 
     @property
     def resolved_principals_file(self) -> Path:

@@ -1,76 +1,197 @@
-"""Audit transport: every event topic in, one ledger entry per event, and the auditors' API."""
+"""Audit transport: every project topic in, one ledger entry per record, and the auditors' API.
+
+Ingest takes records raw, a batch at a time (`ReliableConsumer` raw mode): building an entry
+never fails, so what can fail is the database, and then the batch is retried until it is
+written, never skipped and never dead-lettered. Each batch is one transaction (entries and their
+Merkle nodes), and its offsets are committed only once that is durable. Event topics and the
+side topics (`.dlq` twins, dispatch feeds) are read by two consumer groups, so a flood on one
+never queues the other behind it.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import json
+import time
 import uuid
-from typing import Any
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Annotated, Any
 
-from fastapi import FastAPI
-from pydantic import BaseModel
+from fastapi import FastAPI, HTTPException, Query, Request, Response
+from fastapi.responses import JSONResponse
+from prometheus_client import CollectorRegistry, Counter, Gauge
 
-from contracts import topics
-from contracts.events import Envelope
+from contracts.events import utc_now
 from contracts.reports import ErrorBody
 from ocsea.runtime.auth import AuditorPrincipal, PrincipalStore
-from ocsea.runtime.consumer import Origin
+from ocsea.runtime.consumer import RawRecord
+from ocsea.runtime.kafka import project_topics
 from ocsea.runtime.logging import get_logger
-from ocsea.runtime.service import ServiceContext, create_http_app
+from ocsea.runtime.service import ServiceContext, create_http_app, error_response
 from ocsea.runtime.settings import Settings
-from services.audit.ledger import Ledger
+from services.audit.domain import merkle
+from services.audit.domain.checkpoint import Checkpoint, PublicKey
+from services.audit.domain.entry import TopicRole, record_entry, role_of
+from services.audit.ledger import Ledger, SearchFilter
+from services.audit.signing import Checkpointer, signing_key_for
+from services.audit.wire import (
+    BundleEntry,
+    CaseBundle,
+    CaseTrail,
+    ConsistencyProof,
+    EntriesPage,
+    InclusionProof,
+    SearchPage,
+    TrailEntry,
+)
 
 log = get_logger("ocsea.audit")
 
+MAX_PAGE = 10_000
+"""Most leaves one `/v1/audit/entries` call returns (about 6 MB of JSON)."""
 
-class TrailEntry(BaseModel):
-    leaf_index: int
-    leaf_hash: str
-    entry: dict[str, Any]
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {"model": ErrorBody},
+    401: {"model": ErrorBody},
+    403: {"model": ErrorBody},
+    422: {"model": ErrorBody},
+}
 
 
-class CaseTrail(BaseModel):
-    case_id: uuid.UUID
-    entries: list[TrailEntry]
+def _bad_request(code: str, message: str, field: str) -> HTTPException:
+    return HTTPException(400, {"code": code, "message": message, "field": field})
 
 
-def build(settings: Settings) -> FastAPI:
+INGEST_BATCH = 500
+"""Most records per ingest transaction: a backlog goes in at thousands a second, while building
+a batch's entries holds the event loop for tens of milliseconds at most."""
+
+
+class Recorder:
+    """The ingest handler: a batch of records in, their entries appended in one transaction.
+
+    A full batch means a backlog (a restart, a replay, an outage behind us). Catching up then
+    pauses between batches so that it takes at most `share` of the time: the ledger is never on
+    a case's critical path, and in a single-process run (`ocsea run`) routing a live report must
+    not wait behind the audit's catch-up.
+    """
+
+    def __init__(
+        self,
+        ledger: Ledger,
+        registry: CollectorRegistry | None = None,
+        *,
+        share: float = 1.0,
+        full_batch: int = INGEST_BATCH,
+    ) -> None:
+        self.ledger = ledger
+        self.share = share
+        self.full_batch = full_batch
+        self.appended = Counter(
+            "ocsea_audit_entries_appended",
+            "Ledger entries appended, by action",
+            ["action"],
+            registry=registry,
+        )
+        self.tree_size = Gauge(
+            "ocsea_audit_tree_size", "Entries in the ledger's Merkle tree", registry=registry
+        )
+
+    async def __call__(self, batch: Sequence[RawRecord]) -> None:
+        started = time.monotonic()
+        received_at = utc_now()
+        entries = [record_entry(raw, received_at=received_at) for raw in batch]
+        results = await self.ledger.append_batch(entries)
+        # One log line per batch: the ledger itself is the per-entry record, and a line per
+        # entry cost more than appending it while the service catches up on a backlog.
+        for entry, result in zip(entries, results, strict=True):
+            if result.created:
+                self.appended.labels(action=entry.action).inc()
+        created = [r.leaf_index for r in results if r.created]
+        if created:
+            self.tree_size.set(max(created) + 1)
+        log.info(
+            "audit.recorded",
+            records=len(batch),
+            appended=len(created),
+            first_leaf=min(created, default=None),
+            last_leaf=max(created, default=None),
+        )
+        if len(batch) >= self.full_batch and self.share < 1:
+            busy = time.monotonic() - started
+            await asyncio.sleep(busy * (1 / self.share - 1))
+
+
+def build(settings: Settings, *, ingest: bool = True) -> FastAPI:
+    """The audit service; `ingest=False` serves the API over an existing ledger only (tools,
+    tests and benchmarks that must not pull the shared topics into their ledger)."""
     context = ServiceContext.create("audit", settings)
     ledger = Ledger(settings.resolved_audit_db_url)
+    checkpointer = Checkpointer(ledger, signing_key_for(settings), settings.audit_log_origin)
+    context.readiness["database"] = ledger.ping
     context.on_startup.append(ledger.create)
     context.on_shutdown.append(ledger.close)
-    context.readiness["database"] = ledger.ping
 
-    async def record(envelope: Envelope, origin: Origin) -> None:
-        index, created = await ledger.append(
-            envelope,
-            topic=origin.topic,
-            partition=origin.partition,
-            offset=origin.offset,
-            event_sha256=origin.body_sha256,
-        )
-        log.info(
-            "audit.appended" if created else "audit.already_recorded",
-            leaf_index=index,
-            event_id=str(envelope.event_id),
-            case_id=str(envelope.case_id),
-            action=envelope.event_type,
+    record = Recorder(ledger, context.registry, share=settings.audit_ingest_share)
+
+    if ingest:
+        everything = project_topics()
+        event_topics = [t for t in everything if role_of(t) is TopicRole.EVENTS]
+        side_topics = [t for t in everything if role_of(t) is not TopicRole.EVENTS]
+        context.consume(*event_topics, raw_handler=record, raw_batch_size=INGEST_BATCH)
+        context.consume(
+            *side_topics,
+            raw_handler=record,
+            raw_batch_size=INGEST_BATCH,
+            group_suffix="dlq-dispatch",
         )
 
-    context.consume(*topics.ALL_EVENT_TOPICS, handler=record)
+        async def start_checkpoints() -> None:
+            await checkpointer.start(settings.audit_checkpoint_interval_s)
+
+        context.on_startup.append(start_checkpoints)
+        context.on_shutdown.append(checkpointer.stop)
 
     app = create_http_app(
         context,
         title="ocsea audit",
         principals=PrincipalStore.load(settings.resolved_principals_file),
     )
+    _routes(app, ledger, checkpointer)
+    return app
+
+
+def _routes(app: FastAPI, ledger: Ledger, checkpointer: Checkpointer) -> None:
+    async def damaged(_request: Request, exc: Exception) -> JSONResponse:
+        # Only a ledger changed behind the service's back lacks a node it wrote itself.
+        log.error("audit.ledger_damaged", error=str(exc))
+        return error_response(
+            500, "ledger_damaged", f"the ledger's Merkle tree is incomplete: {exc}"
+        )
+
+    app.add_exception_handler(merkle.MissingNodeError, damaged)
+
+    async def require_within(tree_size: int, field: str) -> None:
+        size = await ledger.size()
+        if tree_size > size:
+            raise _bad_request(
+                "beyond_tree_size", f"{field} {tree_size} exceeds the ledger's size {size}", field
+            )
 
     @app.get(
         "/v1/audit/cases/{case_id}/trail",
         response_model=CaseTrail,
-        responses={401: {"model": ErrorBody}, 403: {"model": ErrorBody}},
+        responses=_ERRORS,
         tags=["audit"],
     )
     async def case_trail(case_id: uuid.UUID, _principal: AuditorPrincipal) -> CaseTrail:
-        """The case's ledger entries in order, each with its leaf index."""
+        """The case's ledger entries, each with its leaf index.
+
+        Ordered by the time the event happened, then by leaf index. (Leaf order is the order
+        the ledger learned of events, which across topics need not be causal.) Includes the
+        case's dead-lettered and dispatched records, so a step that failed shows too.
+        """
         entries = await ledger.case_trail(str(case_id))
         return CaseTrail(
             case_id=case_id,
@@ -80,4 +201,174 @@ def build(settings: Settings) -> FastAPI:
             ],
         )
 
-    return app
+    @app.get(
+        "/v1/audit/cases/{case_id}/export",
+        response_model=CaseBundle,
+        responses=_ERRORS,
+        tags=["audit"],
+    )
+    async def case_export(case_id: uuid.UUID, _principal: AuditorPrincipal) -> CaseBundle:
+        """The case's trail as a bundle that verifies offline (`ocsea audit verify FILE`):
+        every entry's exact leaf with its inclusion proof in the signed checkpoint included."""
+        checkpoint = await checkpointer.current()
+        size = checkpoint.tree_size
+        entries = []
+        for stored in await ledger.case_trail(str(case_id)):
+            if stored.leaf_index >= size:
+                continue  # recorded after the checkpoint was read; the next export has it
+            _, path = await ledger.inclusion_proof(stored.leaf_index, size)
+            entries.append(
+                BundleEntry(
+                    leaf_index=stored.leaf_index,
+                    leaf=stored.text,
+                    inclusion_proof=[p.hex() for p in path],
+                )
+            )
+        return CaseBundle(case_id=case_id, checkpoint=checkpoint, entries=entries)
+
+    @app.get("/v1/audit/checkpoint", response_model=Checkpoint, responses=_ERRORS, tags=["audit"])
+    async def latest_checkpoint(_principal: AuditorPrincipal) -> Checkpoint:
+        """The latest signed tree head (size, root hash, timestamp, Ed25519 signature).
+
+        Signed afresh when the ledger has grown since the last one. Keep it: `ocsea audit
+        verify --checkpoint` later proves the ledger still extends it, unchanged.
+        """
+        return await checkpointer.current()
+
+    @app.post("/v1/audit/checkpoint", response_model=Checkpoint, responses=_ERRORS, tags=["audit"])
+    async def new_checkpoint(_principal: AuditorPrincipal) -> Checkpoint:
+        """Sign a checkpoint of the ledger as it is now, with a fresh timestamp."""
+        return await checkpointer.sign_now()
+
+    @app.get("/v1/audit/public-key", response_model=PublicKey, responses=_ERRORS, tags=["audit"])
+    async def public_key(_principal: AuditorPrincipal) -> PublicKey:
+        """The Ed25519 key checkpoints are signed with (compare `key_id` out of band)."""
+        return checkpointer.public_key
+
+    @app.get(
+        "/v1/audit/proofs/inclusion",
+        response_model=InclusionProof,
+        responses=_ERRORS,
+        tags=["audit"],
+    )
+    async def inclusion_proof(
+        _principal: AuditorPrincipal,
+        leaf_index: Annotated[int, Query(ge=0)],
+        tree_size: Annotated[int, Query(ge=1)],
+    ) -> InclusionProof:
+        """RFC 9162 proof that leaf `leaf_index` is in the tree of `tree_size` leaves."""
+        if leaf_index >= tree_size:
+            raise _bad_request(
+                "out_of_range", f"leaf_index must be below tree_size {tree_size}", "leaf_index"
+            )
+        await require_within(tree_size, "tree_size")
+        leaf, path = await ledger.inclusion_proof(leaf_index, tree_size)
+        return InclusionProof(
+            leaf_index=leaf_index,
+            tree_size=tree_size,
+            leaf_hash=leaf.hex(),
+            audit_path=[p.hex() for p in path],
+        )
+
+    @app.get(
+        "/v1/audit/proofs/consistency",
+        response_model=ConsistencyProof,
+        responses=_ERRORS,
+        tags=["audit"],
+    )
+    async def consistency_proof(
+        _principal: AuditorPrincipal,
+        first: Annotated[int, Query(ge=1, description="The earlier size (no proof exists from 0)")],
+        second: Annotated[int, Query(ge=1)],
+    ) -> ConsistencyProof:
+        """RFC 9162 proof that the tree of `second` leaves extends the tree of `first`."""
+        if first > second:
+            raise _bad_request("out_of_range", "first must not exceed second", "first")
+        await require_within(second, "second")
+        path = await ledger.consistency_proof(first, second)
+        return ConsistencyProof(
+            first=first, second=second, consistency_path=[p.hex() for p in path]
+        )
+
+    @app.get(
+        "/v1/audit/entries",
+        response_model=EntriesPage,
+        responses=_ERRORS,
+        tags=["audit"],
+    )
+    async def raw_entries(
+        _principal: AuditorPrincipal,
+        start: Annotated[int, Query(alias="from", ge=0, description="First leaf index")],
+        to: Annotated[
+            int | None,
+            Query(description=f"Exclusive end; default and cap: from + {MAX_PAGE}"),
+        ] = None,
+    ) -> Response:
+        """Raw leaves [from, to) with their exact canonical text, so anyone can recompute the
+        tree. `to` is clamped to the ledger's size; page with `from` = the previous `to`."""
+        end = start + MAX_PAGE if to is None else to
+        if end < start:
+            raise _bad_request("out_of_range", "to must not be below from", "to")
+        if end - start > MAX_PAGE:
+            raise _bad_request("page_too_large", f"at most {MAX_PAGE} leaves per call", "to")
+        size = await ledger.size()
+        end = min(end, size)
+        leaves = await ledger.leaves(start, end) if start < end else []
+        # Built by hand: validating 10,000 response models per page cost more than the query.
+        body = {
+            "from": start,
+            "to": max(end, start),
+            "tree_size": size,
+            "entries": [
+                {
+                    "leaf_index": leaf.leaf_index,
+                    "leaf": leaf.text,
+                    "leaf_hash": leaf.leaf_hash.hex(),
+                }
+                for leaf in leaves
+            ],
+        }
+        return Response(json.dumps(body, ensure_ascii=False), media_type="application/json")
+
+    @app.get("/v1/audit/search", response_model=SearchPage, responses=_ERRORS, tags=["audit"])
+    async def search(
+        _principal: AuditorPrincipal,
+        actor: Annotated[str | None, Query(max_length=200, description="Actor id")] = None,
+        action: Annotated[str | None, Query(max_length=100, examples=["task.assigned"])] = None,
+        agency: Annotated[
+            str | None,
+            Query(max_length=150, description="The actor's agency, or the agency a task is for"),
+        ] = None,
+        case_id: uuid.UUID | None = None,
+        since: Annotated[
+            datetime | None, Query(description="Event time, inclusive (with a UTC offset)")
+        ] = None,
+        until: Annotated[datetime | None, Query(description="Event time, exclusive")] = None,
+        after: Annotated[
+            int | None, Query(ge=-1, description="Leaf index to continue after")
+        ] = None,
+        limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    ) -> SearchPage:
+        """Entries matching every given filter, in leaf order, a page at a time."""
+        for name, moment in (("since", since), ("until", until)):
+            if moment is not None and moment.tzinfo is None:
+                raise _bad_request("naive_time", f"{name} needs a UTC offset", name)
+        found = await ledger.search(
+            SearchFilter(
+                actor=actor,
+                action=action,
+                agency=agency,
+                case_id=str(case_id) if case_id else None,
+                since=since,
+                until=until,
+                after=after,
+                limit=limit,
+            )
+        )
+        return SearchPage(
+            entries=[
+                TrailEntry(leaf_index=e.leaf_index, leaf_hash=e.leaf_hash, entry=e.entry)
+                for e in found
+            ],
+            next_after=found[-1].leaf_index if len(found) == limit else None,
+        )

@@ -1,128 +1,645 @@
-"""Routing transport: triaged reports in, tasks out, and the officers' task API."""
+"""Routing transport: triaged cases in, tasks out, SLA timers, delivery, and the officers' API.
+
+Consumer groups (each its own, so one never waits for another):
+- `<prefix>.routing`: `report.triaged` → reconcile the case's tasks (other types are ignored);
+- `<prefix>.routing.cases`: `report.received` → keep the case's reports (personal data sealed);
+- `<prefix>.routing.projection`: task events → the Redis projection and its timers, and each
+  `task.assigned` on to the dispatch topics and webhooks.
+"""
 
 from __future__ import annotations
 
+import json
+import os
 import uuid
-from typing import Annotated
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Annotated, Any, Literal
 
-from fastapi import FastAPI, HTTPException, Query
+from cryptography.exceptions import InvalidTag
+from fastapi import Body, Depends, FastAPI, HTTPException
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
-from contracts import topics
 from contracts.events import (
     Actor,
     ActorKind,
+    AgencyType,
+    CaseAccessData,
+    Classification,
+    DeliveryOutcome,
     Envelope,
+    EscalationTarget,
     EventType,
+    IncidentFacts,
     Priority,
     ReportTriagedData,
-    TaskAssignedData,
-    derived_event_id,
+    SlaDeadline,
+    SurvivorFacts,
+    TaskStatus,
     make_event,
     utc_now,
 )
-from contracts.reports import ErrorBody
-from ocsea.runtime.auth import OfficerPrincipal, PrincipalStore
+from contracts.reports import ErrorBody, Language, RiskFlag, ViolenceType
+from ocsea.runtime.auth import Principal, PrincipalStore, Role, require
 from ocsea.runtime.consumer import Origin
-from ocsea.runtime.kafka import publish_event
+from ocsea.runtime.crypto import CaseKeyNotFoundError, CaseKeys, load_or_create_master_key
+from ocsea.runtime.kafka import ensure_topics, publish_event
 from ocsea.runtime.logging import get_logger
 from ocsea.runtime.service import ServiceContext, create_http_app
 from ocsea.runtime.settings import Settings
-from services.routing.directory import load_directory
-from services.routing.policy import assign
-from services.routing.store import TaskStore, TaskView
+from services.routing.access import can_command, can_see, case_grounds, is_coordinator
+from services.routing.delivery import Dispatcher
+from services.routing.directory import Directory, load_directory
+from services.routing.engine import (
+    DueLoop,
+    Projection,
+    RoutingEngine,
+    RoutingMetrics,
+    RoutingTopics,
+)
+from services.routing.store import LockTimeoutError, RoutingStore
+from services.routing.tasks import Command, InvalidTransitionError, TaskState, satisfied
 
 log = get_logger("ocsea.routing")
-SYSTEM = Actor(kind=ActorKind.SYSTEM, id="routing")
+
+PROJECTION_GROUP = "projection"
+StaffPrincipal = Annotated[Principal, Depends(require(Role.OFFICER, Role.SUPERVISOR))]
+SupervisorPrincipal = Annotated[Principal, Depends(require(Role.SUPERVISOR))]
 
 
-def build(settings: Settings) -> FastAPI:
-    directory = load_directory(settings.routing_directory_file)
+class TaskView(BaseModel):
+    """A task as an officer sees it, with the time left before each open deadline."""
+
+    task_id: uuid.UUID
+    case_id: uuid.UUID
+    report_id: uuid.UUID
+    agency_id: str
+    agency_type: AgencyType
+    unit_id: str | None
+    role: AgencyType
+    status: TaskStatus
+    version: int
+    priority: Priority
+    classification: Classification
+    reason: str
+    criteria: tuple[str, ...]
+    assigned_at: AwareDatetime
+    acknowledge_due_at: AwareDatetime
+    first_action_due_at: AwareDatetime
+    seconds_to_acknowledge: float | None = Field(
+        description="Negative when overdue; null once acknowledged"
+    )
+    seconds_to_first_action: float | None = Field(
+        description="Negative when overdue; null once accepted"
+    )
+    overdue: bool
+    escalation_level: int
+    escalated_to: EscalationTarget | None
+    escalated_to_agency: str | None
+    acknowledged_at: AwareDatetime | None
+    accepted_at: AwareDatetime | None
+    resolved_at: AwareDatetime | None
+    outcome: str | None
+    decline_reason: str | None
+    previous_task_id: uuid.UUID | None
+    replaced_by: uuid.UUID | None
+    deliveries: dict[str, DeliveryOutcome]
+
+
+def task_view(task: TaskState, now: datetime) -> TaskView:
+    left: dict[SlaDeadline, float | None] = {
+        kind: None if satisfied(task, kind) else round((state.due_at - now).total_seconds(), 1)
+        for kind, state in task.deadlines.items()
+    }
+    return TaskView(
+        **task.model_dump(
+            include={
+                "task_id",
+                "case_id",
+                "report_id",
+                "agency_id",
+                "agency_type",
+                "unit_id",
+                "role",
+                "status",
+                "version",
+                "priority",
+                "classification",
+                "reason",
+                "criteria",
+                "assigned_at",
+                "escalation_level",
+                "escalated_to",
+                "escalated_to_agency",
+                "acknowledged_at",
+                "accepted_at",
+                "resolved_at",
+                "outcome",
+                "decline_reason",
+                "previous_task_id",
+                "replaced_by",
+                "deliveries",
+            }
+        ),
+        acknowledge_due_at=task.deadlines[SlaDeadline.ACKNOWLEDGE].due_at,
+        first_action_due_at=task.deadlines[SlaDeadline.FIRST_ACTION].due_at,
+        seconds_to_acknowledge=left[SlaDeadline.ACKNOWLEDGE],
+        seconds_to_first_action=left[SlaDeadline.FIRST_ACTION],
+        overdue=any(v is not None and v < 0 for v in left.values()),
+    )
+
+
+class _Request(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class DeclineRequest(_Request):
+    reason: str = Field(description="A decline reason code of the actor directory")
+
+
+class ResolveRequest(_Request):
+    outcome: str = Field(description="An outcome code of the actor directory")
+
+
+class EscalateRequest(_Request):
+    reason: str | None = Field(default=None, description="An escalation reason code")
+
+
+class ReassignRequest(_Request):
+    agency_id: str = Field(description="The agency that takes the task over")
+    reason: str = Field(description="A reassign reason code of the actor directory")
+
+
+class ReassignResult(BaseModel):
+    reassigned: TaskView
+    replacement: TaskView | None
+
+
+class ReportDetails(BaseModel):
+    report_id: uuid.UUID
+    partner_id: str
+    channel: str
+    language: Language | None
+    received_at: AwareDatetime
+    incident: IncidentFacts
+    survivors: tuple[SurvivorFacts, ...]
+    categories: tuple[ViolenceType, ...]
+    risk_flags: tuple[RiskFlag, ...]
+    police_referral_consent: bool | None
+    personal: dict[str, Any] | None = Field(description="Decrypted for this viewer only")
+    personal_status: Literal["shown", "none", "erased", "unreadable"]
+
+
+class CaseTask(BaseModel):
+    task_id: uuid.UUID
+    agency_id: str
+    role: AgencyType
+    status: TaskStatus
+    priority: Priority
+
+
+class CaseView(BaseModel):
+    case_id: uuid.UUID
+    triage: ReportTriagedData | None
+    reports: list[ReportDetails]
+    tasks: list[CaseTask]
+    access_event_id: uuid.UUID = Field(description="The access record of this view")
+
+
+def _not_found() -> HTTPException:
+    # Another agency's task is indistinguishable from a missing one.
+    return HTTPException(404, {"code": "task_not_found", "message": "no such task"})
+
+
+def _unknown_code(field: str, allowed: tuple[str, ...]) -> HTTPException:
+    return HTTPException(
+        422,
+        {
+            "code": "invalid_request",
+            "message": f"{field}: not a code of the actor directory; one of {', '.join(allowed)}",
+            "field": field,
+        },
+    )
+
+
+def actor_of(principal: Principal) -> Actor:
+    kind = ActorKind.SUPERVISOR if principal.role is Role.SUPERVISOR else ActorKind.OFFICER
+    return Actor(kind=kind, id=principal.name, agency=principal.agency)
+
+
+def build(
+    settings: Settings,
+    *,
+    topics: RoutingTopics | None = None,
+    directory: Directory | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> FastAPI:
+    environ = os.environ if environ is None else environ
+    directory = directory or load_directory(settings.routing_directory_file, environ=environ)
+    topics = topics or RoutingTopics()
     context = ServiceContext.create("routing", settings)
-    tasks = TaskStore(context.redis)
+    store = RoutingStore(context.redis)
+    keys = CaseKeys(context.redis, load_or_create_master_key(settings.resolved_master_key_file))
+
+    async def publish(topic: str, envelope: Envelope) -> None:
+        await publish_event(context.broker, topic, envelope)
+
+    projection_group = f"{context.group_id}.{PROJECTION_GROUP}"
+
+    async def mark_applied(event: Envelope) -> None:
+        await context.markers.mark(projection_group, str(event.event_id))
+
+    engine = RoutingEngine(
+        store, directory, publish, topics, RoutingMetrics(context.registry), mark_applied
+    )
+    dispatcher = Dispatcher(store, directory, publish, topics, environ)
+
+    async def after_rebuild() -> None:
+        await dispatcher.requeue_after_rebuild(engine.rebuilt_assignments)
+
+    projection = Projection(engine, settings.kafka_bootstrap, after_rebuild)
+    timers = DueLoop(
+        "timers",
+        store.timers,
+        engine.fire,
+        interval_s=directory.sla.check_interval_s,
+        guard=projection.ensure,
+    )
+    deliveries = DueLoop(
+        "deliveries",
+        store.deliveries,
+        dispatcher.attempt,
+        interval_s=directory.delivery_retry.check_interval_s,
+        guard=projection.ensure,
+    )
+
+    async def create_topics() -> None:
+        await ensure_topics(settings, [*topics.all(), *directory.agency_topics()])
+
+    async def projection_ready() -> None:
+        if await store.epoch() is None:
+            raise RuntimeError("task projection is being rebuilt")
+
+    context.on_startup += [create_topics, projection.ensure]
+    context.after_start += [dispatcher.open, timers.start, deliveries.start]
+    context.before_stop += [dispatcher.close, timers.stop, deliveries.stop]
+    context.readiness["projection"] = projection_ready
+    app_state: dict[str, Any] = {
+        "engine": engine,
+        "projection": projection,
+        "timers": timers,
+        "dispatcher": dispatcher,
+    }
 
     async def on_triaged(envelope: Envelope, _origin: Origin) -> None:
         if envelope.event_type != EventType.REPORT_TRIAGED:
-            return
-        triaged = envelope.payload(ReportTriagedData)
-        # Deadlines run from the moment of triage, so a redelivery computes the same ones.
-        assignment = assign(triaged, directory, envelope.occurred_at)
-        task_id = derived_event_id(str(envelope.event_id), "task", assignment.agency.id)
-        data = TaskAssignedData(
-            task_id=task_id,
-            report_id=triaged.report_id,
-            agency_id=assignment.agency.id,
-            agency_type=assignment.agency.type,
-            classification=triaged.classification,
-            priority=triaged.priority,
-            reason=assignment.reason,
-            acknowledge_due_at=assignment.acknowledge_due_at,
-            first_action_due_at=assignment.first_action_due_at,
-        )
-        event = make_event(
-            event_type=EventType.TASK_ASSIGNED,
-            event_id=derived_event_id(str(task_id), EventType.TASK_ASSIGNED),
-            case_id=envelope.case_id,
-            report_id=envelope.report_id,
-            producer="routing",
-            actor=SYSTEM,
-            data=data,
-        )
-        await publish_event(context.broker, topics.TASKS_EVENTS, event)
-        log.info(
-            "task.assigned",
-            case_id=str(envelope.case_id),
-            task_id=str(task_id),
-            agency=assignment.agency.id,
-            priority=triaged.priority.value,
-        )
+            return  # e.g. case.reclassified: the triaged result that follows carries it
+        await projection.ensure()
+        await engine.reconcile(envelope)
 
-    async def project_task_event(envelope: Envelope, _origin: Origin) -> None:
-        if envelope.event_type == EventType.TASK_ASSIGNED:
-            await tasks.apply_assigned(
-                envelope.case_id, envelope.payload(TaskAssignedData), envelope.occurred_at
-            )
+    async def on_received(envelope: Envelope, _origin: Origin) -> None:
+        await projection.ensure()
+        await engine.on_received(envelope)
 
-    context.consume(topics.REPORTS_TRIAGED, handler=on_triaged)
-    context.consume(topics.TASKS_EVENTS, handler=project_task_event, group_suffix="projection")
+    async def on_task_event(envelope: Envelope, _origin: Origin) -> None:
+        await projection.ensure()
+        await engine.on_task_event(envelope)
+        # Both idempotent, so a retry after a failed dispatch re-applies nothing.
+        await dispatcher.on_task_event(envelope)
+
+    context.consume(topics.triaged, handler=on_triaged)
+    context.consume(topics.received, handler=on_received, group_suffix="cases")
+    context.consume(topics.tasks, handler=on_task_event, group_suffix=PROJECTION_GROUP)
 
     app = create_http_app(
         context,
         title="ocsea routing",
         principals=PrincipalStore.load(settings.resolved_principals_file),
     )
+    app.state.routing = app_state
     errors: dict[int | str, dict[str, object]] = {
         401: {"model": ErrorBody},
         403: {"model": ErrorBody},
         404: {"model": ErrorBody},
     }
+    command_errors: dict[int | str, dict[str, object]] = {
+        **errors,
+        409: {"model": ErrorBody, "description": "The task's state does not allow this"},
+        422: {"model": ErrorBody, "description": "A field is invalid; `field` names it"},
+        503: {"model": ErrorBody, "description": "Not recorded; nothing changed. Retry"},
+    }
 
-    def with_time_left(task: TaskView) -> TaskView:
-        left = (task.acknowledge_due_at - utc_now()).total_seconds()
-        return task.model_copy(update={"seconds_to_acknowledge": round(left, 1)})
+    async def visible_task(task_id: uuid.UUID, principal: Principal) -> TaskState:
+        await projection.ensure()
+        task = await store.get(task_id)
+        if task is None or not can_see(principal, task, directory):
+            raise _not_found()
+        return task
+
+    async def act(
+        task_id: uuid.UUID, principal: Principal, command: Command, code: str | None = None
+    ) -> TaskView:
+        task = await visible_task(task_id, principal)
+        if not can_command(principal, task, command, directory):
+            raise HTTPException(
+                403,
+                {
+                    "code": "forbidden",
+                    "message": f"a {principal.role.value} may not {command.value} this task",
+                },
+            )
+        try:
+            updated = await engine.command(task_id, command, actor_of(principal), code=code)
+        except InvalidTransitionError as exc:
+            raise HTTPException(
+                409, {"code": "invalid_transition", "message": exc.message}
+            ) from exc
+        except LockTimeoutError as exc:
+            raise HTTPException(
+                503, {"code": "task_busy", "message": "the task is being changed; retry"}
+            ) from exc
+        except Exception as exc:
+            log.error("task.command_failed", task_id=str(task_id), error=type(exc).__name__)
+            raise HTTPException(
+                503,
+                {
+                    "code": "not_recorded",
+                    "message": "the change could not be recorded; nothing changed. Retry",
+                },
+            ) from exc
+        return task_view(updated, utc_now())
 
     @app.get("/v1/tasks", response_model=list[TaskView], responses=errors, tags=["tasks"])
     async def list_tasks(
-        principal: OfficerPrincipal,
-        status: Annotated[str | None, Query(max_length=40)] = None,
+        principal: StaffPrincipal,
+        status: TaskStatus | None = None,
         priority: Priority | None = None,
+        escalated: bool | None = None,
+        case_id: uuid.UUID | None = None,
     ) -> list[TaskView]:
-        """The caller's inbox: tasks of the caller's own agency, most urgent first."""
-        assert principal.agency is not None
-        found = [
-            t
-            for t in await tasks.for_agency(principal.agency)
-            if (status is None or t.status == status)
+        """The caller's inbox: their agency's tasks (and, for the coordinator, tasks escalated
+        to it), open and most urgent first, each with the time left."""
+        await projection.ensure()
+        if principal.agency is None:
+            raise HTTPException(
+                403, {"code": "no_agency", "message": "the caller belongs to no agency"}
+            )
+        found = {t.task_id: t for t in await store.for_agency(principal.agency)}
+        if is_coordinator(principal, directory):
+            found |= {t.task_id: t for t in await store.escalated_to(principal.agency)}
+        now = utc_now()
+        views = [
+            task_view(t, now)
+            for t in found.values()
+            if can_see(principal, t, directory)
+            and (status is None or t.status is status)
             and (priority is None or t.priority is priority)
+            and (escalated is None or (t.escalation_level > 0) is escalated)
+            and (case_id is None or t.case_id == case_id)
         ]
-        found.sort(key=lambda t: (t.priority.value, t.acknowledge_due_at))
-        return [with_time_left(t) for t in found]
+        views.sort(
+            key=lambda v: (
+                v.status not in (TaskStatus.ASSIGNED, TaskStatus.ACKNOWLEDGED, TaskStatus.ACCEPTED),
+                v.priority.value,
+                min(
+                    (
+                        s
+                        for s in (v.seconds_to_acknowledge, v.seconds_to_first_action)
+                        if s is not None
+                    ),
+                    default=float("inf"),
+                ),
+            )
+        )
+        return views
 
     @app.get("/v1/tasks/{task_id}", response_model=TaskView, responses=errors, tags=["tasks"])
-    async def get_task(task_id: uuid.UUID, principal: OfficerPrincipal) -> TaskView:
-        task = await tasks.get(task_id)
-        # Another agency's task is indistinguishable from a missing one.
-        if task is None or task.agency_id != principal.agency:
-            raise HTTPException(404, {"code": "task_not_found", "message": "no such task"})
-        return with_time_left(task)
+    async def get_task(task_id: uuid.UUID, principal: StaffPrincipal) -> TaskView:
+        return task_view(await visible_task(task_id, principal), utc_now())
+
+    @app.post(
+        "/v1/tasks/{task_id}/acknowledge",
+        response_model=TaskView,
+        responses=command_errors,
+        tags=["tasks"],
+    )
+    async def acknowledge(task_id: uuid.UUID, principal: StaffPrincipal) -> TaskView:
+        """Seen: stops the acknowledge deadline (and its escalation)."""
+        return await act(task_id, principal, Command.ACKNOWLEDGE)
+
+    @app.post(
+        "/v1/tasks/{task_id}/accept",
+        response_model=TaskView,
+        responses=command_errors,
+        tags=["tasks"],
+    )
+    async def accept(task_id: uuid.UUID, principal: StaffPrincipal) -> TaskView:
+        """Taken on: stops the first-action deadline."""
+        return await act(task_id, principal, Command.ACCEPT)
+
+    @app.post(
+        "/v1/tasks/{task_id}/decline",
+        response_model=TaskView,
+        responses=command_errors,
+        tags=["tasks"],
+    )
+    async def decline(
+        task_id: uuid.UUID, body: DeclineRequest, principal: StaffPrincipal
+    ) -> TaskView:
+        """Give the task back with a reason; the case is re-routed to another unit."""
+        if body.reason not in directory.decline_reasons:
+            raise _unknown_code("reason", directory.decline_reasons)
+        return await act(task_id, principal, Command.DECLINE, body.reason)
+
+    @app.post(
+        "/v1/tasks/{task_id}/resolve",
+        response_model=TaskView,
+        responses=command_errors,
+        tags=["tasks"],
+    )
+    async def resolve(
+        task_id: uuid.UUID, body: ResolveRequest, principal: StaffPrincipal
+    ) -> TaskView:
+        """Done, with an outcome code."""
+        if body.outcome not in directory.outcome_codes:
+            raise _unknown_code("outcome", directory.outcome_codes)
+        return await act(task_id, principal, Command.RESOLVE, body.outcome)
+
+    @app.post(
+        "/v1/tasks/{task_id}/escalate",
+        response_model=TaskView,
+        responses=command_errors,
+        tags=["tasks"],
+    )
+    async def escalate(
+        task_id: uuid.UUID,
+        principal: StaffPrincipal,
+        body: Annotated[EscalateRequest | None, Body()] = None,
+    ) -> TaskView:
+        """Raise the task to the next step of its escalation chain."""
+        reason = body.reason if body else None
+        if reason is not None and reason not in directory.escalation_reasons:
+            raise _unknown_code("reason", directory.escalation_reasons)
+        return await act(task_id, principal, Command.ESCALATE, reason)
+
+    @app.post(
+        "/v1/tasks/{task_id}/reassign",
+        response_model=ReassignResult,
+        responses=command_errors,
+        tags=["tasks"],
+    )
+    async def reassign(
+        task_id: uuid.UUID, body: ReassignRequest, principal: SupervisorPrincipal
+    ) -> ReassignResult:
+        """A supervisor moves the task to another agency of the same kind (or the
+        coordinator); the old task closes as reassigned, a new one is assigned."""
+        task = await visible_task(task_id, principal)
+        if body.reason not in directory.reassign_reasons:
+            raise _unknown_code("reason", directory.reassign_reasons)
+        target = directory.find_agency(body.agency_id)
+        if target is None or target.type not in (task.role, AgencyType.COORDINATION):
+            raise HTTPException(
+                422,
+                {
+                    "code": "invalid_request",
+                    "message": f"agency_id: no {task.role.value} agency (or the coordinator) "
+                    f"with id {body.agency_id!r}",
+                    "field": "agency_id",
+                },
+            )
+        if not can_command(principal, task, Command.REASSIGN, directory):
+            raise HTTPException(403, {"code": "forbidden", "message": "not your task"})
+        try:
+            old, new = await engine.reassign(task_id, target.id, body.reason, actor_of(principal))
+        except InvalidTransitionError as exc:
+            raise HTTPException(
+                409, {"code": "invalid_transition", "message": exc.message}
+            ) from exc
+        now = utc_now()
+        return ReassignResult(
+            reassigned=task_view(old, now), replacement=task_view(new, now) if new else None
+        )
+
+    async def record_access(
+        event_type: EventType, case_id: uuid.UUID, principal: Principal, data: CaseAccessData
+    ) -> uuid.UUID:
+        event = make_event(
+            event_type=event_type,
+            case_id=case_id,
+            producer="routing",
+            actor=actor_of(principal),
+            data=data,
+        )
+        await publish(topics.access, event)
+        log.info(
+            event_type.value,
+            case_id=str(case_id),
+            viewer=principal.name,
+            event_id=str(event.event_id),
+        )
+        return event.event_id
+
+    @app.get(
+        "/v1/cases/{case_id}",
+        response_model=CaseView,
+        responses={**errors, 503: {"model": ErrorBody}},
+        tags=["cases"],
+    )
+    async def get_case(case_id: uuid.UUID, principal: StaffPrincipal) -> CaseView:
+        """The case's details, personal data decrypted, for someone with an open task on it.
+        Every view, and every refused attempt, is recorded on the access topic first."""
+        await projection.ensure()
+        tasks = await store.for_case(case_id)
+        grounds = case_grounds(principal, tasks, directory)
+        if not grounds:
+            denied = CaseAccessData(
+                viewer=principal.name,
+                role=principal.role.value,
+                agency=principal.agency,
+                reason="no open task of the caller's on this case",
+            )
+            try:
+                await record_access(EventType.CASE_ACCESS_DENIED, case_id, principal, denied)
+            except Exception as exc:
+                log.error(
+                    "case.access_record_failed", case_id=str(case_id), error=type(exc).__name__
+                )
+            raise HTTPException(
+                403,
+                {
+                    "code": "case_access_denied",
+                    "message": "only someone with an open task on the case may see it",
+                },
+            )
+        reports = await store.reports(case_id)
+        details: list[ReportDetails] = []
+        for report in reports:
+            personal: dict[str, Any] | None = None
+            status: Literal["shown", "none", "erased", "unreadable"] = "none"
+            if report.personal is not None:
+                try:
+                    personal = json.loads(await keys.open(case_id, report.personal))
+                    status = "shown"
+                except CaseKeyNotFoundError:
+                    status = "erased"
+                except (InvalidTag, ValueError):
+                    status = "unreadable"
+            details.append(
+                ReportDetails(
+                    **report.model_dump(
+                        include={
+                            "report_id",
+                            "partner_id",
+                            "channel",
+                            "language",
+                            "received_at",
+                            "incident",
+                            "survivors",
+                            "categories",
+                            "risk_flags",
+                            "police_referral_consent",
+                        }
+                    ),
+                    personal=personal,
+                    personal_status=status,
+                )
+            )
+        viewed = CaseAccessData(
+            viewer=principal.name,
+            role=principal.role.value,
+            agency=principal.agency,
+            task_ids=tuple(t.task_id for t in grounds),
+            report_ids=tuple(r.report_id for r in reports),
+            personal_data_shown=any(d.personal_status == "shown" for d in details),
+            reason="open task on the case",
+        )
+        try:
+            access_id = await record_access(EventType.CASE_VIEWED, case_id, principal, viewed)
+        except Exception as exc:
+            log.error("case.access_record_failed", case_id=str(case_id), error=type(exc).__name__)
+            raise HTTPException(
+                503,
+                {
+                    "code": "access_not_recorded",
+                    "message": "the view could not be recorded, so the case is not shown; retry",
+                },
+            ) from exc
+        latest = await store.triage(case_id)
+        return CaseView(
+            case_id=case_id,
+            triage=latest.data if latest else None,
+            reports=details,
+            tasks=[
+                CaseTask(
+                    task_id=t.task_id,
+                    agency_id=t.agency_id,
+                    role=t.role,
+                    status=t.status,
+                    priority=t.priority,
+                )
+                for t in tasks
+            ],
+            access_event_id=access_id,
+        )
 
     return app

@@ -1,81 +1,347 @@
-"""The officers' task projection in Redis, rebuilt from `ocsea.tasks.events.v1` on demand.
+"""Routing's Redis state: a projection of the Kafka task events, rebuildable at any time.
 
-Redis holds fast, rebuildable state: a task record per task and, per agency, an index ordered
-by acknowledge deadline. Applying the same event twice leaves the same state.
+- a record per task (its folded state) and indexes: per agency, per case, per case and role,
+  per escalation target; the open-task load per unit;
+- the SLA timers: one sorted set of `task|timer` members scored by due time, always equal to
+  `pending_timers(state)` of every task, since both are written in the same transaction;
+- the cases' received reports (personal data still sealed) and latest triage result;
+- an epoch marker: its absence means Redis lost routing's state, which is then rebuilt.
+
+Every task event goes through `apply`, whoever sees it first (the writer, the projection
+consumer, a rebuild): it folds the event into the stored state under optimistic locking, so
+applying an event twice, or an old one after a newer one, changes nothing.
 """
 
 from __future__ import annotations
 
+import asyncio
+import secrets
 import uuid
-from datetime import datetime
+from collections.abc import AsyncIterator, Iterable
+from contextlib import asynccontextmanager
+from typing import Any
 
 from pydantic import AwareDatetime, BaseModel
 from redis.asyncio import Redis
+from redis.exceptions import WatchError
 
-from contracts.events import AgencyType, Classification, Priority, TaskAssignedData
+from contracts.events import AgencyType, Envelope, ReportReceivedData, ReportTriagedData
+from services.routing.tasks import TaskState, fold, pending_timers
+
+_CLAIM = """
+local items = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
+for _, member in ipairs(items) do
+  redis.call('ZREM', KEYS[1], member)
+  redis.call('ZADD', KEYS[2], ARGV[3], member)
+end
+return items
+"""
+
+# Claimed members whose lease ran out (their claimer died) go back to be claimed again.
+_REQUEUE = """
+local items = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', ARGV[1], 'LIMIT', 0, 1000)
+for _, member in ipairs(items) do
+  redis.call('ZREM', KEYS[2], member)
+  redis.call('ZADD', KEYS[1], 'NX', ARGV[1], member)
+end
+return #items
+"""
+
+_UNLOCK = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
 
 
-class TaskView(BaseModel):
-    task_id: uuid.UUID
-    case_id: uuid.UUID
-    report_id: uuid.UUID
-    agency_id: str
-    agency_type: AgencyType
-    status: str
-    priority: Priority
-    classification: Classification
-    reason: str
-    assigned_at: AwareDatetime
-    acknowledge_due_at: AwareDatetime
-    first_action_due_at: AwareDatetime
-    seconds_to_acknowledge: float | None = None
+class LockTimeoutError(TimeoutError):
+    pass
 
 
-class TaskStore:
-    def __init__(self, redis: Redis) -> None:
+class CaseTriage(BaseModel):
+    event_id: uuid.UUID
+    occurred_at: AwareDatetime
+    data: ReportTriagedData
+
+
+class DueQueue:
+    """A sorted set of due items that several workers claim atomically, with a lease."""
+
+    def __init__(self, redis: Redis, key: str, lease_s: float = 30.0) -> None:
         self._redis = redis
+        self.key = key
+        self.inflight_key = key + ":inflight"
+        self._lease_s = lease_s
+        self._claim = redis.register_script(_CLAIM)
+        self._requeue = redis.register_script(_REQUEUE)
 
-    @staticmethod
-    def _task_key(task_id: uuid.UUID | str) -> str:
-        return f"ocsea:routing:task:{task_id}"
-
-    @staticmethod
-    def _agency_key(agency_id: str) -> str:
-        return f"ocsea:routing:agency-tasks:{agency_id}"
-
-    async def apply_assigned(
-        self, case_id: uuid.UUID, data: TaskAssignedData, assigned_at: datetime
-    ) -> None:
-        view = TaskView(
-            task_id=data.task_id,
-            case_id=case_id,
-            report_id=data.report_id,
-            agency_id=data.agency_id,
-            agency_type=data.agency_type,
-            status="assigned",
-            priority=data.priority,
-            classification=data.classification,
-            reason=data.reason,
-            assigned_at=assigned_at,
-            acknowledge_due_at=data.acknowledge_due_at,
-            first_action_due_at=data.first_action_due_at,
+    async def claim(self, now: float, limit: int) -> list[str]:
+        items = await self._claim(
+            keys=[self.key, self.inflight_key], args=[now, limit, now + self._lease_s]
         )
-        async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.set(self._task_key(data.task_id), view.model_dump_json())
-            pipe.zadd(
-                self._agency_key(data.agency_id),
-                {str(data.task_id): data.acknowledge_due_at.timestamp()},
-            )
+        return [i.decode() if isinstance(i, bytes) else str(i) for i in items]
+
+    async def done(self, members: Iterable[str]) -> None:
+        members = list(members)
+        if members:
+            await self._redis.zrem(self.inflight_key, *members)
+
+    async def requeue_expired(self, now: float) -> int:
+        return int(await self._requeue(keys=[self.key, self.inflight_key], args=[now]))
+
+    async def schedule(self, member: str, at: float) -> None:
+        await self._redis.zadd(self.key, {member: at})
+
+    async def next_due(self) -> float | None:
+        head: list[Any] = await self._redis.zrange(self.key, 0, 0, withscores=True)
+        return float(head[0][1]) if head else None
+
+    async def size(self) -> int:
+        return int(await self._redis.zcard(self.key))
+
+
+# The layout's version is part of the prefix: a new layout starts empty and is rebuilt from
+# Kafka, never misreading the records of the old one.
+DEFAULT_PREFIX = "ocsea:routing:v2:"
+
+
+class RoutingStore:
+    def __init__(self, redis: Redis, prefix: str = DEFAULT_PREFIX) -> None:
+        self.redis = redis
+        self.prefix = prefix
+        self.timers = DueQueue(redis, prefix + "timers")
+        self.deliveries = DueQueue(redis, prefix + "deliveries")
+        self._unlock = redis.register_script(_UNLOCK)
+
+    # ------------------------------------------------------------------ keys
+
+    def task_key(self, task_id: uuid.UUID | str) -> str:
+        return f"{self.prefix}task:{task_id}"
+
+    def agency_key(self, agency_id: str) -> str:
+        return f"{self.prefix}agency-tasks:{agency_id}"
+
+    def escalated_key(self, agency_id: str) -> str:
+        return f"{self.prefix}escalated-to:{agency_id}"
+
+    def case_key(self, case_id: uuid.UUID) -> str:
+        return f"{self.prefix}case-tasks:{case_id}"
+
+    def role_key(self, case_id: uuid.UUID, role: AgencyType) -> str:
+        return f"{self.prefix}case-role:{case_id}:{role.value}"
+
+    @property
+    def load_key(self) -> str:
+        return f"{self.prefix}unit-load"
+
+    @property
+    def epoch_key(self) -> str:
+        return f"{self.prefix}epoch"
+
+    # ------------------------------------------------------------------ tasks
+
+    async def get(self, task_id: uuid.UUID | str) -> TaskState | None:
+        raw = await self.redis.get(self.task_key(task_id))
+        return TaskState.model_validate_json(raw) if raw else None
+
+    async def get_many(self, task_ids: Iterable[str]) -> list[TaskState]:
+        keys = [self.task_key(t) for t in task_ids]
+        if not keys:
+            return []
+        raws = await self.redis.mget(keys)
+        return [TaskState.model_validate_json(r) for r in raws if r]
+
+    async def _ids(self, key: str) -> list[str]:
+        members: list[Any] = await self.redis.zrange(key, 0, -1)
+        return [_text(i) for i in members]
+
+    async def for_agency(self, agency_id: str) -> list[TaskState]:
+        return await self.get_many(await self._ids(self.agency_key(agency_id)))
+
+    async def escalated_to(self, agency_id: str) -> list[TaskState]:
+        return await self.get_many(await self._ids(self.escalated_key(agency_id)))
+
+    async def for_case(self, case_id: uuid.UUID) -> list[TaskState]:
+        return await self.get_many(await self._ids(self.case_key(case_id)))
+
+    async def role_task_ids(self, case_id: uuid.UUID, role: AgencyType) -> list[str]:
+        return await self._ids(self.role_key(case_id, role))
+
+    async def unit_load(self) -> dict[str, int]:
+        raw = await self.redis.hgetall(self.load_key)
+        return {_text(k): int(v) for k, v in raw.items()}
+
+    async def apply(self, event: Envelope) -> TaskState | None:
+        """Fold one task event into the stored state, indexes and timers, atomically."""
+        task_id = event.data.get("task_id")
+        if task_id is None:
+            return None
+        key = self.task_key(task_id)
+        # Most events reach here a second time (the writer applied them already): a plain read
+        # settles that without the optimistic transaction.
+        raw = await self.redis.get(key)
+        current = TaskState.model_validate_json(raw) if raw else None
+        if current is not None and fold(current, event) == current:
+            return current
+        while True:
+            async with self.redis.pipeline(transaction=True) as pipe:
+                try:
+                    await pipe.watch(key)
+                    raw = await pipe.get(key)
+                    old = TaskState.model_validate_json(raw) if raw else None
+                    new = fold(old, event)
+                    if new is None or new == old:
+                        await pipe.unwatch()  # type: ignore[no-untyped-call]
+                        return new
+                    pipe.multi()  # type: ignore[no-untyped-call]
+                    self._write(pipe, old, new)
+                    await pipe.execute()
+                    return new
+                except WatchError:
+                    continue
+
+    async def apply_locked(self, current: TaskState, event: Envelope) -> TaskState | None:
+        """`apply` for a writer holding the task's lock, who has just read `current`: every
+        other writer waits for the lock, and the projection consumer can only write the
+        same state from the same event, so no optimistic check (and no re-read) is needed."""
+        new = fold(current, event)
+        if new is None or new == current:
+            return new
+        async with self.redis.pipeline(transaction=True) as pipe:
+            self._write(pipe, current, new)
+            await pipe.execute()
+        return new
+
+    def _write(self, pipe: Redis, old: TaskState | None, new: TaskState) -> None:
+        pipe.set(self.task_key(new.task_id), new.model_dump_json())
+        task = str(new.task_id)
+        assigned = new.assigned_at.timestamp()
+        # The indexes are written every time (idempotent), so a write that raced a loss of
+        # Redis's data restores them along with the record.
+        pipe.zadd(self.agency_key(new.agency_id), {task: assigned})
+        pipe.zadd(self.case_key(new.case_id), {task: assigned})
+        pipe.zadd(self.role_key(new.case_id, new.role), {task: assigned})
+        if new.unit_id is not None:
+            was_open = old is not None and old.is_open
+            if new.is_open and not was_open:
+                pipe.hincrby(self.load_key, new.unit_id, 1)
+            elif was_open and not new.is_open:
+                pipe.hincrby(self.load_key, new.unit_id, -1)
+        if new.escalated_to_agency:
+            pipe.zadd(self.escalated_key(new.escalated_to_agency), {task: assigned})
+        before = {t.member(new.task_id) for t in pending_timers(old)} if old else set()
+        after = {t.member(new.task_id): t.at.timestamp() for t in pending_timers(new)}
+        gone = before - after.keys()
+        if gone:
+            pipe.zrem(self.timers.key, *gone)
+        if after:
+            pipe.zadd(self.timers.key, after)
+
+    async def put_rebuilt(self, state: TaskState) -> TaskState:
+        """Store a task folded from the topic, with all its indexes and timers, unless a
+        newer state is already stored (a live writer got there during the rebuild)."""
+        key = self.task_key(state.task_id)
+        while True:
+            async with self.redis.pipeline(transaction=True) as pipe:
+                try:
+                    await pipe.watch(key)
+                    raw = await pipe.get(key)
+                    stored = TaskState.model_validate_json(raw) if raw else None
+                    final = stored if stored and stored.version > state.version else state
+                    pipe.multi()  # type: ignore[no-untyped-call]
+                    pipe.set(key, final.model_dump_json())
+                    task, assigned = str(final.task_id), final.assigned_at.timestamp()
+                    pipe.zadd(self.agency_key(final.agency_id), {task: assigned})
+                    pipe.zadd(self.case_key(final.case_id), {task: assigned})
+                    pipe.zadd(self.role_key(final.case_id, final.role), {task: assigned})
+                    if final.escalated_to_agency:
+                        pipe.zadd(self.escalated_key(final.escalated_to_agency), {task: assigned})
+                    timers = {
+                        t.member(final.task_id): t.at.timestamp() for t in pending_timers(final)
+                    }
+                    if timers:
+                        pipe.zadd(self.timers.key, timers)
+                    await pipe.execute()
+                    return final
+                except WatchError:
+                    continue
+
+    async def reset_load(self, states: Iterable[TaskState]) -> None:
+        counts: dict[str, int] = {}
+        for state in states:
+            if state.unit_id is not None and state.is_open:
+                counts[state.unit_id] = counts.get(state.unit_id, 0) + 1
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.delete(self.load_key)
+            if counts:
+                pipe.hset(self.load_key, mapping=counts)  # type: ignore[arg-type]
             await pipe.execute()
 
-    async def get(self, task_id: uuid.UUID) -> TaskView | None:
-        raw = await self._redis.get(self._task_key(task_id))
-        return TaskView.model_validate_json(raw) if raw else None
+    @asynccontextmanager
+    async def lock(
+        self, task_id: uuid.UUID | str, *, within_s: float = 15.0
+    ) -> AsyncIterator[None]:
+        """One writer per task at a time: its next event's version is read, then written."""
+        key, token = f"{self.prefix}lock:{task_id}", secrets.token_hex(8)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + within_s
+        while not await self.redis.set(key, token, nx=True, px=30_000):
+            if loop.time() > deadline:
+                raise LockTimeoutError(f"task {task_id} is busy")
+            await asyncio.sleep(0.005)
+        try:
+            yield
+        finally:
+            await self._unlock(keys=[key], args=[token])
 
-    async def for_agency(self, agency_id: str) -> list[TaskView]:
-        ids = await self._redis.zrange(self._agency_key(agency_id), 0, -1)
-        if not ids:
-            return []
-        keys = [self._task_key(i.decode() if isinstance(i, bytes) else str(i)) for i in ids]
-        raws = await self._redis.mget(keys)
-        return [TaskView.model_validate_json(r) for r in raws if r]
+    # ------------------------------------------------------------------ pending assignments
+
+    async def claim_assignment(self, slot: str, envelope: Envelope) -> Envelope:
+        """The assignment for a case's role slot: ours, or the one an earlier attempt chose
+        (then crashed before recording it), so a redelivery never picks a second unit."""
+        key = f"{self.prefix}pending-assignment:{slot}"
+        await self.redis.set(key, envelope.model_dump_json(), nx=True, ex=7 * 24 * 3600)
+        raw = await self.redis.get(key)
+        return Envelope.model_validate_json(raw) if raw else envelope
+
+    # ------------------------------------------------------------------ cases
+
+    def reports_key(self, case_id: uuid.UUID) -> str:
+        return f"{self.prefix}case-reports:{case_id}"
+
+    def triage_key(self, case_id: uuid.UUID) -> str:
+        return f"{self.prefix}case-triage:{case_id}"
+
+    async def add_report(self, case_id: uuid.UUID, report: ReportReceivedData) -> None:
+        await self.redis.hset(
+            self.reports_key(case_id), str(report.report_id), report.model_dump_json()
+        )
+
+    async def reports(self, case_id: uuid.UUID) -> list[ReportReceivedData]:
+        raw = await self.redis.hgetall(self.reports_key(case_id))
+        found = [ReportReceivedData.model_validate_json(v) for v in raw.values()]
+        return sorted(found, key=lambda r: r.received_at)
+
+    async def set_triage(self, case_id: uuid.UUID, triage: CaseTriage) -> None:
+        await self.redis.set(self.triage_key(case_id), triage.model_dump_json())
+
+    async def note_triage(self, case_id: uuid.UUID, event_id: uuid.UUID) -> bool:
+        """Record that a triage result was seen for the case; True if it was seen before."""
+        added = await self.redis.sadd(f"{self.prefix}case-triage-seen:{case_id}", str(event_id))
+        return not added
+
+    async def triage(self, case_id: uuid.UUID) -> CaseTriage | None:
+        raw = await self.redis.get(self.triage_key(case_id))
+        return CaseTriage.model_validate_json(raw) if raw else None
+
+    # ------------------------------------------------------------------ epoch
+
+    async def epoch(self) -> str | None:
+        raw = await self.redis.get(self.epoch_key)
+        return _text(raw) if raw else None
+
+    async def set_epoch(self, value: str) -> None:
+        await self.redis.set(self.epoch_key, value)
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)

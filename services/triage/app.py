@@ -1,56 +1,350 @@
-"""Triage transport: `ocsea.reports.received.v1` in, `ocsea.reports.triaged.v1` out."""
+"""Triage transport: `ocsea.reports.received.v1` in, `ocsea.reports.triaged.v1` out, and the
+supervisors' override.
+
+For every received report triage re-runs the rules on the case's combined reports and
+publishes the case's current result as `report.triaged`; when the classification or priority
+changed it first publishes `case.reclassified` (old, new, why). A supervisor's override is
+published as `case.triage_overridden`, then the same pair. All are keyed by case, in order.
+"""
 
 from __future__ import annotations
 
-from fastapi import FastAPI
+import asyncio
+import uuid
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Annotated
+
+from fastapi import Depends, FastAPI, Header, HTTPException
+from fastapi.responses import JSONResponse
+from prometheus_client import Counter
+from pydantic import BaseModel, ConfigDict, Field
 
 from contracts import topics
 from contracts.events import (
     Actor,
     ActorKind,
+    CaseTriageOverriddenData,
+    Classification,
     Envelope,
     EventType,
+    OverrideReason,
+    Priority,
+    ReclassificationTrigger,
     ReportReceivedData,
+    ReportTriagedData,
+    TriageOverrideInfo,
     derived_event_id,
     make_event,
+    utc_now,
 )
+from contracts.reports import ErrorBody
+from ocsea.runtime.auth import Principal, PrincipalStore, Role, require
 from ocsea.runtime.consumer import Origin
+from ocsea.runtime.crypto import CaseKeys, load_or_create_master_key
 from ocsea.runtime.kafka import publish_event
 from ocsea.runtime.logging import get_logger
-from ocsea.runtime.service import ServiceContext, create_http_app
+from ocsea.runtime.service import ServiceContext, create_http_app, error_response
 from ocsea.runtime.settings import Settings
-from services.triage.domain import triage
+from services.triage.config import TriageSettings
+from services.triage.domain import reclassification, triage_case
+from services.triage.rules import load_rules
+from services.triage.sealed import SealedReader
+from services.triage.store import TriageStore
 
 log = get_logger("ocsea.triage")
 SYSTEM = Actor(kind=ActorKind.SYSTEM, id="triage")
 
+SupervisorPrincipal = Annotated[Principal, Depends(require(Role.SUPERVISOR))]
+CaseReaderPrincipal = Annotated[Principal, Depends(require(Role.SUPERVISOR, Role.AUDITOR))]
+
+
+class OverrideRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    classification: Classification | None = None
+    priority: Priority | None = None
+    reason_code: OverrideReason
+    reason: str = Field(
+        min_length=3,
+        max_length=2000,
+        description="Why, in words. Sealed under the case's key (it may name people); only "
+        "reason_code travels in the clear",
+    )
+
+
+class TriageHistoryEntry(BaseModel):
+    event_id: uuid.UUID
+    event_type: str
+    occurred_at: datetime
+    actor: Actor
+    report_id: uuid.UUID | None
+    data: dict[str, object]
+
+
+class CaseTriageView(BaseModel):
+    case_id: uuid.UUID
+    current: ReportTriagedData
+    history: list[TriageHistoryEntry] = Field(
+        description="Every result, reclassification and override, oldest first"
+    )
+
 
 def build(settings: Settings) -> FastAPI:
+    triage_settings = TriageSettings()
+    rules = load_rules(triage_settings.rules_file)
     context = ServiceContext.create("triage", settings)
+    store = TriageStore(context.redis, lock_timeout_s=triage_settings.lock_timeout_s)
+    keys = CaseKeys(context.redis, load_or_create_master_key(settings.resolved_master_key_file))
+    sealed = SealedReader(keys if triage_settings.read_sealed else None)
+    results = Counter(
+        "ocsea_triage_results_total",
+        "Triage results published, by classification and priority",
+        ["classification", "priority"],
+        registry=context.registry,
+    )
+    reclassified = Counter(
+        "ocsea_triage_reclassifications_total",
+        "Cases whose classification or priority changed",
+        ["trigger"],
+        registry=context.registry,
+    )
+
+    def outputs(
+        *,
+        cause_id: str,
+        case_id: uuid.UUID,
+        previous: ReportTriagedData | None,
+        result: ReportTriagedData,
+        trigger: ReclassificationTrigger,
+        actor: Actor,
+    ) -> list[Envelope]:
+        # Ids derive from the cause: a redelivered cause yields events consumers recognise.
+        events = []
+        change = reclassification(previous, result, trigger=trigger)
+        if change is not None:
+            events.append(
+                make_event(
+                    event_type=EventType.CASE_RECLASSIFIED,
+                    event_id=derived_event_id(cause_id, EventType.CASE_RECLASSIFIED),
+                    case_id=case_id,
+                    report_id=result.report_id,
+                    producer="triage",
+                    actor=actor,
+                    data=change,
+                )
+            )
+        events.append(
+            make_event(
+                event_type=EventType.REPORT_TRIAGED,
+                event_id=derived_event_id(cause_id, EventType.REPORT_TRIAGED),
+                case_id=case_id,
+                report_id=result.report_id,
+                producer="triage",
+                actor=actor,
+                data=result,
+            )
+        )
+        return events
+
+    async def publish(events: Sequence[Envelope]) -> None:
+        for event in events:
+            await publish_event(context.broker, topics.REPORTS_TRIAGED, event)
+            if event.event_type == EventType.REPORT_TRIAGED:
+                data = event.payload(ReportTriagedData)
+                results.labels(data.classification.value, data.priority.value).inc()
+            elif event.event_type == EventType.CASE_RECLASSIFIED:
+                reclassified.labels(str(event.data.get("trigger"))).inc()
+            log.info(
+                event.event_type,
+                case_id=str(event.case_id),
+                report_id=str(event.report_id),
+                event_id=str(event.event_id),
+                classification=event.data.get("classification")
+                or event.data.get("new_classification"),
+                priority=event.data.get("priority") or event.data.get("new_priority"),
+                score=event.data.get("score"),
+                rules_version=event.data.get("rules_version"),
+                inputs_digest=event.data.get("inputs_digest"),
+            )
 
     async def on_received(envelope: Envelope, _origin: Origin) -> None:
         if envelope.event_type != EventType.REPORT_RECEIVED:
             return
-        result = triage(envelope.payload(ReportReceivedData))
-        event = make_event(
-            event_type=EventType.REPORT_TRIAGED,
-            # Same input, same output id: a redelivered report yields a duplicate that
-            # routing and audit recognise, not a second triage.
-            event_id=derived_event_id(str(envelope.event_id), EventType.REPORT_TRIAGED),
-            case_id=envelope.case_id,
-            report_id=envelope.report_id,
-            producer="triage",
-            actor=SYSTEM,
-            data=result,
-        )
-        await publish_event(context.broker, topics.REPORTS_TRIAGED, event)
-        log.info(
-            "report.triaged",
-            case_id=str(envelope.case_id),
-            report_id=str(envelope.report_id),
-            classification=result.classification.value,
-            priority=result.priority.value,
-        )
+        received = envelope.payload(ReportReceivedData)
+        case_id, cause = envelope.case_id, f"report:{received.report_id}"
+        # Already on Kafka (a redelivery, or a new consumer group reading history): nothing
+        # to do, and nothing to publish twice.
+        if await store.published(case_id, cause):
+            return
+        async with store.lock(case_id):
+            events = await store.outcome(case_id, cause)
+            if events is None:
+                await store.add_report(case_id, received)
+                reports = await sealed.case_reports(await store.reports(case_id))
+                result = triage_case(
+                    reports,
+                    rules,
+                    trigger_report_id=received.report_id,
+                    override=await store.override(case_id),
+                )
+                events = outputs(
+                    cause_id=str(envelope.event_id),
+                    case_id=case_id,
+                    previous=await store.current(case_id),
+                    result=result,
+                    trigger=ReclassificationTrigger.NEW_REPORT,
+                    actor=SYSTEM,
+                )
+                # Recorded before publishing: a failed publish is retried from the record,
+                # with the same events, so the case never moves on unannounced.
+                await store.record(case_id, cause, events, result)
+        await publish(events)
+        await store.mark_published(case_id, cause)
 
     context.consume(topics.REPORTS_RECEIVED, handler=on_received)
-    return create_http_app(context, title="ocsea triage")
+
+    app = create_http_app(
+        context,
+        title="ocsea triage",
+        principals=PrincipalStore.load(settings.resolved_principals_file),
+    )
+    errors: dict[int | str, dict[str, object]] = {
+        401: {"model": ErrorBody},
+        403: {"model": ErrorBody},
+        404: {"model": ErrorBody, "description": "Triage has no report for this case"},
+        422: {"model": ErrorBody},
+        503: {"model": ErrorBody, "description": "The broker did not take the events"},
+    }
+
+    def not_found() -> HTTPException:
+        return HTTPException(
+            404, {"code": "case_not_found", "message": "triage has no report for this case"}
+        )
+
+    @app.get(
+        "/v1/triage/cases/{case_id}",
+        response_model=CaseTriageView,
+        responses=errors,
+        tags=["triage"],
+        summary="The case's current triage result with its factors, and its history",
+    )
+    async def case_triage(case_id: uuid.UUID, _principal: CaseReaderPrincipal) -> CaseTriageView:
+        current = await store.current(case_id)
+        if current is None:
+            raise not_found()
+        history = [
+            TriageHistoryEntry(
+                event_id=e.event_id,
+                event_type=e.event_type,
+                occurred_at=e.occurred_at,
+                actor=e.actor,
+                report_id=e.report_id,
+                data=e.data,
+            )
+            for e in await store.history(case_id)
+        ]
+        return CaseTriageView(case_id=case_id, current=current, history=history)
+
+    @app.post(
+        "/v1/triage/cases/{case_id}/override",
+        response_model=ReportTriagedData,
+        responses=errors,
+        tags=["triage"],
+        summary="Override the case's classification or priority, with a reason (supervisors)",
+    )
+    async def override_case(
+        case_id: uuid.UUID,
+        request: OverrideRequest,
+        principal: SupervisorPrincipal,
+        idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
+    ) -> ReportTriagedData | JSONResponse:
+        if request.classification is None and request.priority is None:
+            return error_response(
+                422,
+                "nothing_to_override",
+                "give a classification or a priority (or both)",
+                "classification",
+            )
+        # With an Idempotency-Key a retried request is the same override, the same events.
+        override_id = (
+            derived_event_id("triage", "override", principal.name, str(case_id), idempotency_key)
+            if idempotency_key
+            else uuid.uuid4()
+        )
+        cause = f"override:{override_id}"
+        async with store.lock(case_id):
+            events = await store.outcome(case_id, cause)
+            if events is None:
+                received = await store.reports(case_id)
+                if not received:
+                    raise not_found()
+                reports = await sealed.case_reports(received)
+                computed = triage_case(reports, rules)
+                info = TriageOverrideInfo(
+                    override_id=override_id,
+                    by=principal.name,
+                    at=utc_now(),
+                    reason_code=request.reason_code,
+                    classification=request.classification,
+                    priority=request.priority,
+                    computed_classification=computed.classification,
+                    computed_priority=computed.priority,
+                )
+                result = triage_case(reports, rules, override=info)
+                previous = await store.current(case_id)
+                actor = Actor(kind=ActorKind.SUPERVISOR, id=principal.name, agency=principal.agency)
+                overridden = make_event(
+                    event_type=EventType.CASE_TRIAGE_OVERRIDDEN,
+                    event_id=derived_event_id(str(override_id), EventType.CASE_TRIAGE_OVERRIDDEN),
+                    case_id=case_id,
+                    report_id=result.report_id,
+                    producer="triage",
+                    actor=actor,
+                    data=CaseTriageOverriddenData(
+                        report_id=result.report_id,
+                        override_id=override_id,
+                        reason_code=request.reason_code,
+                        note=await keys.seal(case_id, request.reason.encode()),
+                        classification=request.classification,
+                        priority=request.priority,
+                        old_classification=(previous or computed).classification,
+                        new_classification=result.classification,
+                        old_priority=(previous or computed).priority,
+                        new_priority=result.priority,
+                        computed_classification=computed.classification,
+                        computed_priority=computed.priority,
+                        rules_version=rules.version,
+                    ),
+                )
+                events = [
+                    overridden,
+                    *outputs(
+                        cause_id=str(override_id),
+                        case_id=case_id,
+                        previous=previous,
+                        result=result,
+                        trigger=ReclassificationTrigger.OVERRIDE,
+                        actor=actor,
+                    ),
+                ]
+                try:
+                    async with asyncio.timeout(settings.publish_timeout_s):
+                        await publish(events)
+                except Exception as exc:
+                    log.error(
+                        "override.publish_failed", case_id=str(case_id), error=type(exc).__name__
+                    )
+                    return error_response(
+                        503,
+                        "broker_unavailable",
+                        "the override was not recorded; retry with the same Idempotency-Key",
+                        headers={"Retry-After": "5"},
+                    )
+                # Recorded only once published: a failed publish leaves the case as it was.
+                await store.record(case_id, cause, events, result, override=info, published=True)
+                return result
+        # A retried request whose override is recorded, hence published: the same answer.
+        return events[-1].payload(ReportTriagedData)
+
+    return app

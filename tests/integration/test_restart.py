@@ -27,8 +27,9 @@ async def test_ledger_and_progress_survive_a_restart(
         case_id = response.json()["case_id"]
 
         async def three() -> list[Any] | None:
+            # received, triaged, the child protection and police tasks and their dispatches
             entries = await trail(client, first, case_id)
-            return entries if len(entries) >= 3 else None
+            return entries if len(entries) >= 6 else None
 
         before = await wait_for(three, what="the trail before the restart")
     finally:

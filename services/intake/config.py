@@ -1,0 +1,75 @@
+"""Intake's own configuration (`OCSEA_INTAKE_*`), validated at start-up."""
+
+from __future__ import annotations
+
+import zoneinfo
+from pathlib import Path
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+KIB = 1024
+MIB = 1024 * KIB
+
+
+class IntakeSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="OCSEA_INTAKE_", extra="ignore")
+
+    default_time_zone: str = Field(
+        default="Asia/Baghdad", description="Zone of incident times given without an offset"
+    )
+    places_file: Path | None = Field(
+        default=None, description="KRI gazetteer; default: the shipped sample places.toml"
+    )
+    vocabulary_file: Path | None = Field(
+        default=None, description="Platform/language/relationship names; default: sample"
+    )
+    matching_key_file: Path | None = Field(
+        default=None,
+        description="Secret for keyed hashes of identifiers (HMAC-SHA256); default: "
+        "<var>/matching.key. Changing it forgets every earlier match.",
+    )
+
+    max_report_bytes: int = Field(default=256 * KIB, ge=KIB)
+    max_cybertipline_bytes: int = Field(default=2 * MIB, ge=KIB)
+    max_batch_bytes: int = Field(default=10 * MIB, ge=KIB)
+    max_batch_rows: int = Field(default=1_000, ge=1)
+    batch_publish_concurrency: int = Field(
+        default=32,
+        ge=1,
+        description="Rows of one batch in flight at once, so a batch never "
+        "monopolises the producer",
+    )
+    max_base64_run: int = Field(
+        default=1_024,
+        ge=64,
+        description="A run of base64 characters this long in any value is treated as "
+        "embedded material and refused",
+    )
+
+    rate_limit_per_minute: int = Field(
+        default=6_000, ge=1, description="Per partner, unless its principal entry says otherwise"
+    )
+    rate_limit_burst: int = Field(default=500, ge=1)
+
+    idempotency_ttl_s: int = Field(default=7 * 24 * 3600, ge=60)
+    duplicate_window_s: int = Field(
+        default=400 * 24 * 3600,
+        ge=60,
+        description="How long an identical report from the same partner is recognised",
+    )
+    link_ttl_s: int = Field(
+        default=3 * 365 * 24 * 3600, ge=60, description="How long identifiers link to a case"
+    )
+    max_linked_reports: int = Field(default=100, ge=1)
+
+    @field_validator("default_time_zone")
+    @classmethod
+    def _zone_exists(cls, value: str) -> str:
+        try:
+            zoneinfo.ZoneInfo(value)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(
+                f"OCSEA_INTAKE_DEFAULT_TIME_ZONE: unknown IANA zone {value!r}"
+            ) from exc
+        return value

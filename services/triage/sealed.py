@@ -1,0 +1,47 @@
+"""Opening a report's sealed personal data, in memory only, to look for terms.
+
+Triage reads the narrative (and reported persons' ages) to find types of violence and risks
+that the partner did not tick; the text never leaves this process: it is not logged, not
+stored, not emitted. Only which term lists matched reaches the result. A shredded case key,
+or a blob that does not open, means the sealed part is simply not read (and the result says
+so in `sealed_data_read`).
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+
+from cryptography.exceptions import InvalidTag
+
+from contracts.events import ReportReceivedData
+from ocsea.runtime.crypto import CaseKeyNotFoundError, CaseKeys
+from ocsea.runtime.logging import get_logger
+from services.triage.domain import NOT_READ, CaseReport, SealedContent, read_sealed
+
+log = get_logger("ocsea.triage.sealed")
+
+
+class SealedReader:
+    def __init__(self, keys: CaseKeys | None) -> None:
+        self._keys = keys
+
+    async def read(self, received: ReportReceivedData) -> SealedContent:
+        blob = received.personal
+        if self._keys is None or blob is None:
+            return NOT_READ
+        try:
+            plaintext = await self._keys.open(uuid.UUID(blob.key_id), blob)
+            personal = json.loads(plaintext)
+        except CaseKeyNotFoundError:
+            return NOT_READ
+        except (InvalidTag, ValueError) as exc:
+            # The error's type only: its message could quote the plaintext.
+            log.warning(
+                "sealed.unreadable", report_id=str(received.report_id), error=type(exc).__name__
+            )
+            return NOT_READ
+        return read_sealed(personal) if isinstance(personal, dict) else NOT_READ
+
+    async def case_reports(self, received: list[ReportReceivedData]) -> list[CaseReport]:
+        return [CaseReport(r, await self.read(r)) for r in received]

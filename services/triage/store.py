@@ -1,0 +1,97 @@
+"""Triage's per-case state in Redis: the case's received reports, its current result, the
+override in force, and the events published for each input (so a redelivered input publishes
+the very same events again, and a restart keeps re-triage working).
+
+Redis holds fast, rebuildable state: every value here is also on Kafka (`reports.received`
+holds the inputs, `reports.triaged` the results, overrides and reclassifications).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+
+from pydantic import TypeAdapter
+from redis.asyncio import Redis
+from redis.asyncio.lock import Lock
+
+from contracts.events import Envelope, ReportReceivedData, ReportTriagedData, TriageOverrideInfo
+
+_EVENTS = TypeAdapter(list[Envelope])
+
+
+class TriageStore:
+    def __init__(self, redis: Redis, *, lock_timeout_s: float) -> None:
+        self._redis = redis
+        self._lock_timeout_s = lock_timeout_s
+
+    @staticmethod
+    def _key(case_id: uuid.UUID, part: str) -> str:
+        return f"ocsea:triage:case:{case_id}:{part}"
+
+    def lock(self, case_id: uuid.UUID) -> Lock:
+        """One re-triage of a case at a time (a report and a supervisor's override may race)."""
+        return self._redis.lock(
+            self._key(case_id, "lock"),
+            timeout=self._lock_timeout_s,
+            blocking_timeout=self._lock_timeout_s,
+        )
+
+    async def add_report(self, case_id: uuid.UUID, received: ReportReceivedData) -> None:
+        await self._redis.hsetnx(
+            self._key(case_id, "reports"), str(received.report_id), received.model_dump_json()
+        )
+
+    async def reports(self, case_id: uuid.UUID) -> list[ReportReceivedData]:
+        stored = await self._redis.hgetall(self._key(case_id, "reports"))
+        return [ReportReceivedData.model_validate_json(v) for v in stored.values()]
+
+    async def outcome(self, case_id: uuid.UUID, cause: str) -> list[Envelope] | None:
+        """The events already produced for an input (`report:<id>` or `override:<id>`)."""
+        stored = await self._redis.hget(self._key(case_id, "outcomes"), cause)
+        return _EVENTS.validate_json(stored) if stored else None
+
+    async def published(self, case_id: uuid.UUID, cause: str) -> bool:
+        """Whether the input's events are known to be on Kafka (nothing left to do for it)."""
+        return bool(await self._redis.hexists(self._key(case_id, "published"), cause))
+
+    async def mark_published(self, case_id: uuid.UUID, cause: str) -> None:
+        await self._redis.hset(self._key(case_id, "published"), cause, "1")
+
+    async def record(
+        self,
+        case_id: uuid.UUID,
+        cause: str,
+        events: Sequence[Envelope],
+        result: ReportTriagedData,
+        override: TriageOverrideInfo | None = None,
+        *,
+        published: bool = False,
+    ) -> None:
+        """The input's events, the case's new current result and (if any) the new override,
+        at once; history is appended, never rewritten."""
+        async with self._redis.pipeline(transaction=True) as pipe:
+            if published:
+                pipe.hset(self._key(case_id, "published"), cause, "1")
+            pipe.hset(
+                self._key(case_id, "outcomes"),
+                cause,
+                _EVENTS.dump_json(list(events)),
+            )
+            pipe.set(self._key(case_id, "current"), result.model_dump_json())
+            pipe.rpush(self._key(case_id, "history"), *[e.model_dump_json() for e in events])
+            if override is not None:
+                pipe.set(self._key(case_id, "override"), override.model_dump_json())
+            await pipe.execute()
+
+    async def current(self, case_id: uuid.UUID) -> ReportTriagedData | None:
+        stored = await self._redis.get(self._key(case_id, "current"))
+        return ReportTriagedData.model_validate_json(stored) if stored else None
+
+    async def override(self, case_id: uuid.UUID) -> TriageOverrideInfo | None:
+        stored = await self._redis.get(self._key(case_id, "override"))
+        return TriageOverrideInfo.model_validate_json(stored) if stored else None
+
+    async def history(self, case_id: uuid.UUID) -> list[Envelope]:
+        stored = await self._redis.lrange(self._key(case_id, "history"), 0, -1)
+        return [Envelope.model_validate_json(s) for s in stored]

@@ -1,0 +1,328 @@
+"""Intake against a Kafka and Redis of its own (its own directories and ports): what must
+not touch the shared stack. Schemathesis floods intake with generated requests, many of them
+valid reports; the outage test stops and restarts the broker. The shared stack is never
+stopped, and its topics are not filled with generated reports.
+
+1. Schemathesis, from intake's own OpenAPI document: valid and invalid requests on every
+   operation, and not one server error.
+2. The partner's status view following (synthetic) triage and routing events.
+3. The broker really down: `503` with `Retry-After` and no partial state; once it is back, the
+   same request is taken, and what the broker may have kept from the failed attempt is the
+   very same event (same id), which consumers deduplicate. This intake's Redis is the shared
+   one, so that stopping the broker stops only the broker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import re
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from aiokafka import AIOKafkaProducer
+from redis.asyncio import Redis
+
+from contracts import topics
+from contracts.events import (
+    Actor,
+    ActorKind,
+    AgeBasis,
+    AgencyType,
+    Classification,
+    EventType,
+    Priority,
+    ReportTriagedData,
+    TaskAssignedData,
+    make_event,
+)
+from ocsea import stack
+from ocsea.runtime.crypto import load_or_create_master_key
+from ocsea.stack import StackSettings, service_env
+from services.intake.canonical import Normalisers, canonical_report
+from services.intake.domain import report_id_for
+from services.intake.matching import Matcher
+from services.intake.reference import Gazetteer, Vocabulary
+from tests.conftest import REPO
+from tests.intake.conftest import BAGHDAD
+from tests.intake.support import Intake, envelopes, own_stack, read_since, start_intake
+from tests.support import wait_for
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
+
+EXAMPLES_PER_OPERATION = 20
+PUBLISH_TIMEOUT_S = 2.0
+
+
+@pytest.fixture(scope="module")
+def private_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StackSettings]:
+    with own_stack(tmp_path_factory.mktemp("intake-stack") / "stack") as settings:
+        yield settings
+
+
+@pytest.fixture(scope="module")
+def private_intake(
+    private_stack: StackSettings, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Intake]:
+    running = start_intake(
+        service_env(private_stack),
+        tmp_path_factory.mktemp("private-intake") / "var",
+        {
+            # A generous rate limit: the point is what the generated requests do.
+            "OCSEA_INTAKE_RATE_LIMIT_PER_MINUTE": "1000000",
+            "OCSEA_INTAKE_RATE_LIMIT_BURST": "100000",
+            # The schema's maxItems follows: boundary cases stay small, and reach the limit.
+            "OCSEA_INTAKE_MAX_BATCH_ROWS": "5",
+        },
+    )
+    yield running
+    running.stop()
+
+
+@pytest.fixture
+def intake(
+    private_stack: StackSettings, stack_env: dict[str, str], tmp_path: Path
+) -> Iterator[Intake]:
+    env = {**stack_env, "OCSEA_KAFKA_BOOTSTRAP": private_stack.kafka_bootstrap}
+    running = start_intake(
+        env, tmp_path / "var", {"OCSEA_PUBLISH_TIMEOUT_S": str(PUBLISH_TIMEOUT_S)}
+    )
+    yield running
+    running.stop()
+
+
+def test_generated_requests_never_meet_a_server_error(
+    private_intake: Intake, tmp_path: Path
+) -> None:
+    intake = private_intake
+    result = subprocess.run(
+        [
+            str(Path(sys.executable).parent / "schemathesis"),
+            "run",
+            f"{intake.url}/openapi.json",
+            "--checks", "not_a_server_error",
+            "--phases", "examples,coverage,fuzzing",
+            "--max-examples", str(EXAMPLES_PER_OPERATION),
+            "--workers", "2",
+            "--request-timeout", "20",
+            "--generation-database", "none",
+            "--no-color",
+            "--header", f"Authorization: Bearer {intake.tokens['hotline-a']}",
+            "--report-dir", str(tmp_path),
+        ],
+        cwd=tmp_path,  # schemathesis keeps state in its working directory
+        env={
+            **os.environ,
+            "PYTHONPATH": str(REPO),
+            "SCHEMATHESIS_HOOKS": "tests.intake.schemathesis_hooks",
+        },
+        capture_output=True,
+        text=True,
+        timeout=540,
+        check=False,
+    )  # fmt: skip
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-6000:]
+    # Every operation was exercised, with many generated cases, none of them failing.
+    selected = re.search(r"Selected: (\d+)/(\d+)", output)
+    tested = re.search(r"Tested: (\d+)", output)
+    cases = re.search(r"(\d+) generated, (\d+) passed", output)
+    assert selected, output[-3000:]
+    assert tested, output[-3000:]
+    assert cases, output[-3000:]
+    assert int(tested.group(1)) == int(selected.group(2)) >= 7
+    assert int(cases.group(1)) == int(cases.group(2)) >= 500
+
+
+async def test_the_status_follows_triage_and_routing_events(
+    private_intake: Intake, client: httpx.AsyncClient
+) -> None:
+    # On this stack's own topics the projection has no history of other sessions to replay.
+    intake = private_intake
+    response = await client.post(
+        f"{intake.url}/v1/reports",
+        json={"channel": "hotline", "survivors": [{"age": 12}], "narrative": uuid.uuid4().hex},
+        headers=intake.headers("hotline-a"),
+    )
+    accepted = response.json()
+    report_id, case_id = uuid.UUID(accepted["report_id"]), uuid.UUID(accepted["case_id"])
+    url = f"{intake.url}/v1/reports/{report_id}"
+
+    async def status() -> dict[str, Any]:
+        answer = await client.get(url, headers=intake.headers("hotline-a"))
+        assert answer.status_code == 200, answer.text
+        result: dict[str, Any] = answer.json()
+        return result
+
+    received = await status()
+    assert (received["status"], received["classification"], received["priority"]) == (
+        "received",
+        None,
+        None,
+    )
+    system = Actor(kind=ActorKind.SYSTEM, id="test")
+    now = datetime.now(UTC)
+    triaged = make_event(
+        event_type=EventType.REPORT_TRIAGED,
+        case_id=case_id,
+        report_id=report_id,
+        producer="triage",
+        actor=system,
+        data=ReportTriagedData(
+            report_id=report_id,
+            classification=Classification.TF_CSEA,
+            presumed_child=False,
+            age_used=12,
+            age_basis=AgeBasis.STATED_AGE,
+            priority=Priority.P2,
+            score=40,
+            rules_version="test",
+        ),
+    )
+    assigned = make_event(
+        event_type=EventType.TASK_ASSIGNED,
+        case_id=case_id,
+        report_id=report_id,
+        producer="routing",
+        actor=system,
+        data=TaskAssignedData(
+            task_id=uuid.uuid4(),
+            report_id=report_id,
+            agency_id="erbil-cpu",
+            agency_type=AgencyType.CHILD_PROTECTION,
+            classification=Classification.TF_CSEA,
+            priority=Priority.P2,
+            reason="test",
+            acknowledge_due_at=now,
+            first_action_due_at=now,
+        ),
+    )
+    producer = AIOKafkaProducer(bootstrap_servers=intake.bootstrap, acks="all")
+    await producer.start()
+    try:
+        await producer.send_and_wait(
+            topics.REPORTS_TRIAGED, triaged.model_dump_json().encode(), key=str(case_id).encode()
+        )
+
+        async def is_triaged() -> dict[str, Any] | None:
+            current = await status()
+            return current if current["status"] == "triaged" else None
+
+        current = await wait_for(is_triaged, what="the triaged status")
+        assert (current["classification"], current["priority"]) == ("TF-CSEA", "P2")
+        await producer.send_and_wait(
+            topics.TASKS_EVENTS, assigned.model_dump_json().encode(), key=str(case_id).encode()
+        )
+
+        async def is_routed() -> dict[str, Any] | None:
+            current = await status()
+            return current if current["status"] == "routed" else None
+
+        current = await wait_for(is_routed, what="the routed status")
+        assert current["routed_at"] is not None
+    finally:
+        await producer.stop()
+
+
+def derived(intake: Intake, partner: str, body: dict[str, Any]) -> tuple[uuid.UUID, list[str]]:
+    """The report id intake derives for this report, and every Redis key it would hold for
+    it once published (duplicate record, status record, link records)."""
+    secret = load_or_create_master_key(intake.var_dir / "matching.key")
+    refs = Normalisers(Gazetteer.load(), Vocabulary.load(), BAGHDAD, max_base64_run=1024)
+    report = canonical_report(body, refs)
+    matcher = Matcher(secret, refs.vocabulary)
+    partner_id = intake.partner_id(partner)
+    fingerprint = matcher.fingerprint(partner_id, report)
+    report_id = report_id_for(partner_id, fingerprint)
+    keys = [
+        f"ocsea:intake:dup:{fingerprint}",
+        f"ocsea:intake:status:{report_id}",
+        *(f"ocsea:intake:link:{k.digest}" for k in matcher.keys(partner_id, report)),
+    ]
+    return report_id, keys
+
+
+async def remembered(redis: Redis, intake: Intake, partner: str, body: dict[str, Any]) -> list[str]:
+    return [key for key in derived(intake, partner, body)[1] if await redis.exists(key)]
+
+
+async def test_a_broker_outage_answers_503_and_leaves_nothing_behind(
+    intake: Intake, private_stack: StackSettings, client: httpx.AsyncClient
+) -> None:
+    redis = Redis.from_url(intake.env["OCSEA_REDIS_URL"])
+    url = f"{intake.url}/v1/reports"
+    marker = uuid.uuid4().hex
+    body = {
+        "channel": "hotline",
+        "survivors": [{"age": 13, "contact": {"phone": f"0750{int(marker[:7], 16) % 10**7:07d}"}}],
+        "narrative": marker,
+    }
+    key = f"outage-{marker}"
+    headers = intake.headers("hotline-a", **{"Idempotency-Key": key})
+    idempotency_record = (
+        f"ocsea:intake:idem:{intake.partner_id('hotline-a')}:"
+        + hashlib.sha256(key.encode()).hexdigest()
+    )
+    try:
+        warm = await client.post(url, json={"channel": "hotline", "narrative": marker[:8]},
+                                 headers=intake.headers("hotline-a"))  # fmt: skip
+        assert warm.status_code == 202, warm.text
+
+        await asyncio.to_thread(stack.down, private_stack, echo=lambda _: None)
+
+        started = time.monotonic()
+        response = await client.post(url, json=body, headers=headers)
+        assert response.status_code == 503, response.text
+        assert time.monotonic() - started < PUBLISH_TIMEOUT_S + 3
+        assert response.json()["code"] == "broker_unavailable"
+        assert int(response.headers["Retry-After"]) > 0
+        # No partial state: no idempotent answer, no duplicate or link record, no status.
+        assert not await redis.exists(idempotency_record)
+        assert await remembered(redis, intake, "hotline-a", body) == []
+
+        batch = await client.post(
+            f"{intake.url}/v1/reports/batch",
+            content=b'{"channel": "ngo", "narrative": "b1"}\n{"channel": "ngo", "narrative": 7}\n',
+            headers=intake.headers("ngo-b", **{"Content-Type": "application/x-ndjson"}),
+        )
+        assert batch.status_code == 503, batch.text
+        assert [(e["line"], e["code"]) for e in batch.json()["errors"]] == [
+            ("1", "broker_unavailable")
+        ]
+        assert await remembered(redis, intake, "ngo-b", {"channel": "ngo", "narrative": "b1"}) == []
+
+        await asyncio.to_thread(stack.up, private_stack, with_postgres=False, echo=lambda _: None)
+
+        async def taken() -> httpx.Response | None:
+            retry = await client.post(url, json=body, headers=headers)
+            return retry if retry.status_code == 202 else None
+
+        accepted = (
+            await wait_for(taken, within=90, interval=0.5, what="intake to publish again")
+        ).json()
+        expected_id, _ = derived(intake, "hotline-a", body)
+        assert accepted["report_id"] == str(expected_id)
+        assert await redis.exists(idempotency_record)
+        assert len(await remembered(redis, intake, "hotline-a", body)) == 3  # dup, status, link
+
+        # What the broker holds of this report is one event, whatever the failed attempt left.
+        events = [
+            e
+            for e in envelopes(await read_since(intake.bootstrap, topics.REPORTS_RECEIVED, {}))
+            if e["report_id"] == accepted["report_id"]
+        ]
+        assert len(events) >= 1
+        assert len({e["event_id"] for e in events}) == 1
+        replay = await client.post(url, json=body, headers=headers)
+        assert replay.json() == accepted
+    finally:
+        await redis.aclose()
