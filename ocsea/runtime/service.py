@@ -16,7 +16,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
 from faststream.kafka import KafkaBroker
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 
 from ocsea.runtime.auth import PrincipalStore
 from ocsea.runtime.consumer import (
@@ -32,6 +32,17 @@ from ocsea.runtime.settings import Settings
 
 ReadinessCheck = Callable[[], Awaitable[None]]
 Hook = Callable[[], Awaitable[None]]
+
+
+def make_redis(settings: Settings) -> Redis:
+    """A client whose pool waits for a free connection rather than failing: batches work on
+    many cases at once, and a burst must queue, not error."""
+    pool = BlockingConnectionPool.from_url(
+        settings.redis_url,
+        max_connections=settings.redis_max_connections,
+        timeout=settings.publish_timeout_s,
+    )
+    return Redis(connection_pool=pool)
 
 
 @dataclass
@@ -55,7 +66,7 @@ class ServiceContext:
     @classmethod
     def create(cls, name: str, settings: Settings) -> ServiceContext:
         registry = CollectorRegistry()
-        redis = Redis.from_url(settings.redis_url)
+        redis = make_redis(settings)
         context = cls(
             name=name,
             settings=settings,
@@ -93,6 +104,8 @@ class ServiceContext:
             raw_batch_size=raw_batch_size,
             markers=self.markers,
             retry=RetryPolicy.from_settings(self.settings),
+            batch_max=self.settings.consumer_batch_max,
+            batch_wait_ms=self.settings.consumer_batch_wait_ms,
         )
 
     async def _kafka_ready(self) -> None:

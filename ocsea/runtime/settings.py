@@ -52,6 +52,24 @@ class Settings(BaseSettings):
     triage_port: int = 8082
     routing_port: int = 8083
     audit_port: int = 8084
+    console_port: int = 8080
+    # The console calls the services over HTTP with each user's own credential; by default on
+    # this host at their ports (`console_service_url`), else at these URLs.
+    console_routing_url: str | None = None
+    console_triage_url: str | None = None
+    console_audit_url: str | None = None
+    console_session_idle_s: int = Field(
+        default=900, ge=60, description="A console session ends after this long unused"
+    )
+    console_session_max_s: int = Field(
+        default=12 * 3600, ge=300, description="A session ends this long after sign-in"
+    )
+    console_secure_cookies: bool = Field(
+        default=False, description="Mark cookies Secure (set it when the console is behind TLS)"
+    )
+    console_poll_interval_s: float = Field(
+        default=10.0, ge=1, description="How often an open inbox fetches its tasks again"
+    )
 
     principals_file: Path | None = Field(
         default=None, description="Default: var/principals.json (token hashes, never tokens)"
@@ -73,6 +91,19 @@ class Settings(BaseSettings):
     consumer_max_attempts: int = Field(default=4, ge=1, le=50)
     consumer_backoff_initial_s: float = Field(default=0.2, gt=0)
     consumer_backoff_max_s: float = Field(default=5.0, gt=0)
+    redis_max_connections: int = Field(
+        default=128, ge=4, description="Connections each service process may open to Redis"
+    )
+    consumer_batch_max: int = Field(
+        default=256, ge=1, le=5000, description="Most records a consumer takes in one batch"
+    )
+    consumer_batch_wait_ms: int = Field(
+        default=20,
+        ge=1,
+        le=1000,
+        description="How long an idle consumer waits for records before polling again: the "
+        "most a record can wait in each stage when the system is quiet",
+    )
     processed_marker_ttl_s: int = Field(default=14 * 24 * 3600, ge=60)
     publish_timeout_s: float = Field(default=10.0, gt=0)
 
@@ -94,6 +125,11 @@ class Settings(BaseSettings):
     @property
     def resolved_audit_signing_key_file(self) -> Path:
         return self.audit_signing_key_file or self.var_dir / "audit-signing.key"
+
+    def console_service_url(self, service: str) -> str:
+        configured: str | None = getattr(self, f"console_{service}_url")
+        port: int = getattr(self, f"{service}_port")
+        return (configured or f"http://{self.host}:{port}").rstrip("/")
 
     @property
     def resolved_principals_file(self) -> Path:

@@ -1,8 +1,10 @@
 """Routing transport: triaged cases in, tasks out, SLA timers, delivery, and the officers' API.
 
 Consumer groups (each its own, so one never waits for another):
-- `<prefix>.routing`: `report.triaged` → reconcile the case's tasks (other types are ignored);
-- `<prefix>.routing.cases`: `report.received` → keep the case's reports (personal data sealed);
+- `<prefix>.routing` (live lane) and `<prefix>.routing.bulk` (bulk lane): `report.triaged` →
+  reconcile the case's tasks (other types are ignored);
+- `<prefix>.routing.cases` and `<prefix>.routing.cases.bulk`: `report.received` → keep the
+  case's reports (personal data sealed);
 - `<prefix>.routing.projection`: task events → the Redis projection and its timers, and each
   `task.assigned` on to the dispatch topics and webhooks.
 """
@@ -17,7 +19,7 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from cryptography.exceptions import InvalidTag
-from fastapi import Body, Depends, FastAPI, HTTPException
+from fastapi import Body, Depends, FastAPI, HTTPException, Query, Request, Response
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from contracts.events import (
@@ -40,6 +42,7 @@ from contracts.events import (
     utc_now,
 )
 from contracts.reports import ErrorBody, Language, RiskFlag, ViolenceType
+from contracts.topics import Lane
 from ocsea.runtime.auth import Principal, PrincipalStore, Role, require
 from ocsea.runtime.consumer import Origin
 from ocsea.runtime.crypto import CaseKeyNotFoundError, CaseKeys, load_or_create_master_key
@@ -56,6 +59,15 @@ from services.routing.engine import (
     RoutingEngine,
     RoutingMetrics,
     RoutingTopics,
+)
+from services.routing.inbox import (
+    DEFAULT_LIMIT,
+    MAX_LIMIT,
+    Cursor,
+    CursorError,
+    InboxFilter,
+    InboxSort,
+    inbox_page,
 )
 from services.routing.store import LockTimeoutError, RoutingStore
 from services.routing.tasks import Command, InvalidTransitionError, TaskState, satisfied
@@ -307,8 +319,11 @@ def build(
         # Both idempotent, so a retry after a failed dispatch re-applies nothing.
         await dispatcher.on_task_event(envelope)
 
+    # One consumer group per lane: a bulk backlog never delays a live report.
     context.consume(topics.triaged, handler=on_triaged)
+    context.consume(topics.triaged_bulk, handler=on_triaged, group_suffix=Lane.BULK)
     context.consume(topics.received, handler=on_received, group_suffix="cases")
+    context.consume(topics.received_bulk, handler=on_received, group_suffix=f"cases.{Lane.BULK}")
     context.consume(topics.tasks, handler=on_task_event, group_suffix=PROJECTION_GROUP)
 
     app = create_http_app(
@@ -369,49 +384,71 @@ def build(
             ) from exc
         return task_view(updated, utc_now())
 
-    @app.get("/v1/tasks", response_model=list[TaskView], responses=errors, tags=["tasks"])
+    @app.get(
+        "/v1/tasks",
+        response_model=list[TaskView],
+        responses={
+            **errors,
+            200: {
+                "headers": {
+                    "X-Total-Count": {"description": "Tasks the filters admit, on all pages"},
+                    "X-Next-Cursor": {"description": "Pass as `cursor` for the next page"},
+                    "Link": {"description": 'The next page\'s URL, `rel="next"`'},
+                }
+            },
+        },
+        tags=["tasks"],
+    )
     async def list_tasks(
         principal: StaffPrincipal,
+        request: Request,
+        response: Response,
         status: TaskStatus | None = None,
         priority: Priority | None = None,
         escalated: bool | None = None,
         case_id: uuid.UUID | None = None,
+        sort: InboxSort = InboxSort.URGENCY,
+        limit: Annotated[
+            int | None,
+            Query(ge=1, le=MAX_LIMIT, description="Page size; without it (and a cursor), all"),
+        ] = None,
+        cursor: Annotated[
+            str | None, Query(max_length=1000, description="From the previous page's headers")
+        ] = None,
     ) -> list[TaskView]:
         """The caller's inbox: their agency's tasks (and, for the coordinator, tasks escalated
-        to it), open and most urgent first, each with the time left."""
+        to it), open ones first, each with the time left; in pages when `limit` is given."""
         await projection.ensure()
         if principal.agency is None:
             raise HTTPException(
                 403, {"code": "no_agency", "message": "the caller belongs to no agency"}
             )
+        try:
+            after = Cursor.decode(cursor, sort) if cursor is not None else None
+        except CursorError as exc:
+            raise HTTPException(
+                422, {"code": "invalid_cursor", "message": f"cursor: {exc}", "field": "cursor"}
+            ) from exc
         found = {t.task_id: t for t in await store.for_agency(principal.agency)}
         if is_coordinator(principal, directory):
             found |= {t.task_id: t for t in await store.escalated_to(principal.agency)}
         now = utc_now()
-        views = [
-            task_view(t, now)
-            for t in found.values()
-            if can_see(principal, t, directory)
-            and (status is None or t.status is status)
-            and (priority is None or t.priority is priority)
-            and (escalated is None or (t.escalation_level > 0) is escalated)
-            and (case_id is None or t.case_id == case_id)
-        ]
-        views.sort(
-            key=lambda v: (
-                v.status not in (TaskStatus.ASSIGNED, TaskStatus.ACKNOWLEDGED, TaskStatus.ACCEPTED),
-                v.priority.value,
-                min(
-                    (
-                        s
-                        for s in (v.seconds_to_acknowledge, v.seconds_to_first_action)
-                        if s is not None
-                    ),
-                    default=float("inf"),
-                ),
-            )
+        page = inbox_page(
+            (t for t in found.values() if can_see(principal, t, directory)),
+            where=InboxFilter(status, priority, escalated, case_id),
+            sort=sort,
+            now=now,
+            limit=limit if limit is not None or after is None else DEFAULT_LIMIT,
+            cursor=after,
         )
-        return views
+        response.headers["X-Total-Count"] = str(page.total)
+        if page.next_cursor is not None:
+            token = page.next_cursor.encode()
+            response.headers["X-Next-Cursor"] = token
+            response.headers["Link"] = (
+                f'<{request.url.include_query_params(cursor=token)}>; rel="next"'
+            )
+        return [task_view(t, now) for t in page.tasks]
 
     @app.get("/v1/tasks/{task_id}", response_model=TaskView, responses=errors, tags=["tasks"])
     async def get_task(task_id: uuid.UUID, principal: StaffPrincipal) -> TaskView:

@@ -93,20 +93,28 @@ class Dispatcher:
     def _attempts_key(self, task_id: str) -> str:
         return f"{self.store.prefix}delivery-attempts:{task_id}"
 
+    def _dispatched_key(self, task_id: str) -> str:
+        return f"{self.store.prefix}dispatched:{task_id}"
+
     async def on_task_event(self, event: Envelope) -> None:
         if event.event_type != EventType.TASK_ASSIGNED:
+            return
+        task_id = str(event.data["task_id"])
+        # Once per task: a consumer group replaying the topic does not feed agencies again.
+        # (Marked after publishing: a crash in between re-publishes the same event id.)
+        if await self.store.redis.exists(self._dispatched_key(task_id)):
             return
         data = event.payload(TaskAssignedData)
         topic = self.topics.dispatch.get(data.agency_type)
         if topic is not None:
             await self.publish(topic, event)
         agency = self.directory.find_agency(data.agency_id)
-        if agency is None or agency.delivery is None:
-            return
-        if agency.delivery.kafka_topic:
-            await self.publish(agency.delivery.kafka_topic, event)
-        if agency.delivery.webhook_url is not None:
-            await self.enqueue(event)
+        if agency is not None and agency.delivery is not None:
+            if agency.delivery.kafka_topic:
+                await self.publish(agency.delivery.kafka_topic, event)
+            if agency.delivery.webhook_url is not None:
+                await self.enqueue(event)
+        await self.store.redis.set(self._dispatched_key(task_id), "1")
 
     async def enqueue(self, event: Envelope) -> None:
         task_id = str(event.data["task_id"])

@@ -81,6 +81,8 @@ class RoutingTopics:
 
     received: str = project_topics.REPORTS_RECEIVED
     triaged: str = project_topics.REPORTS_TRIAGED
+    received_bulk: str = project_topics.REPORTS_RECEIVED_BULK
+    triaged_bulk: str = project_topics.REPORTS_TRIAGED_BULK
     tasks: str = project_topics.TASKS_EVENTS
     access: str = project_topics.ACCESS
     dispatch: Mapping[AgencyType, str] = field(default_factory=lambda: dict(DEFAULT_DISPATCH))
@@ -90,13 +92,21 @@ class RoutingTopics:
         return cls(
             received=f"{namespace}.received",
             triaged=f"{namespace}.triaged",
+            received_bulk=f"{namespace}.received.bulk",
+            triaged_bulk=f"{namespace}.triaged.bulk",
             tasks=f"{namespace}.tasks",
             access=f"{namespace}.access",
             dispatch={t: f"{namespace}.dispatch.{t.value}" for t in DEFAULT_DISPATCH},
         )
 
     def all(self) -> list[str]:
-        consumed = [self.received, self.triaged, self.tasks]
+        consumed = [
+            self.received,
+            self.received_bulk,
+            self.triaged,
+            self.triaged_bulk,
+            self.tasks,
+        ]
         return [*consumed, *map(dlq_of, consumed), self.access, *self.dispatch.values()]
 
 
@@ -466,14 +476,20 @@ class RoutingEngine:
         latest: dict[uuid.UUID, Envelope] = {}
 
         async def on_triaged(event: Envelope) -> None:
-            # A case's results are in order on one partition; one seen before is a re-publish.
+            # A case's results may be in both lanes: the latest by time is the current one;
+            # one seen before is a re-publish.
             if event.event_type != EventType.REPORT_TRIAGED or event.case_id not in cases:
                 return
-            if not await self.store.note_triage(event.case_id, event.event_id):
+            if await self.store.note_triage(event.case_id, event.event_id):
+                return
+            current = latest.get(event.case_id)
+            if current is None or current.occurred_at <= event.occurred_at:
                 latest[event.case_id] = event
 
-        await replay(bootstrap, self.topics.received, on_received)
-        await replay(bootstrap, self.topics.triaged, on_triaged)
+        for topic in (self.topics.received, self.topics.received_bulk):
+            await replay(bootstrap, topic, on_received)
+        for topic in (self.topics.triaged, self.topics.triaged_bulk):
+            await replay(bootstrap, topic, on_triaged)
         for case_id, event in latest.items():
             await self.store.set_triage(
                 case_id,

@@ -1,5 +1,5 @@
-"""Triage transport: `ocsea.reports.received.v1` in, `ocsea.reports.triaged.v1` out, and the
-supervisors' override.
+"""Triage transport: received reports in, triaged results out (each in its lane: live or
+bulk, see `contracts/topics.py`), and the supervisors' override.
 
 For every received report triage re-runs the rules on the case's combined reports and
 publishes the case's current result as `report.triaged`; when the classification or priority
@@ -39,6 +39,7 @@ from contracts.events import (
     utc_now,
 )
 from contracts.reports import ErrorBody
+from contracts.topics import Lane
 from ocsea.runtime.auth import Principal, PrincipalStore, Role, require
 from ocsea.runtime.consumer import Origin
 from ocsea.runtime.crypto import CaseKeys, load_or_create_master_key
@@ -88,6 +89,22 @@ class CaseTriageView(BaseModel):
     history: list[TriageHistoryEntry] = Field(
         description="Every result, reclassification and override, oldest first"
     )
+
+
+URGENT = frozenset({Priority.P1, Priority.P2})
+
+
+def lane_of_topic(topic: str) -> Lane:
+    return Lane.BULK if topic == topics.REPORTS_RECEIVED_BULK else Lane.LIVE
+
+
+def triaged_topic(event: Envelope, lane: Lane) -> str:
+    """Results stay in their report's lane, except urgent ones: a P1 or P2 found in a bulk
+    upload is published on the live lane, so routing assigns it ahead of the rest."""
+    priority = event.data.get("priority") or event.data.get("new_priority")
+    if lane is Lane.BULK and priority not in URGENT:
+        return topics.REPORTS_TRIAGED_BULK
+    return topics.REPORTS_TRIAGED
 
 
 def build(settings: Settings) -> FastAPI:
@@ -147,9 +164,9 @@ def build(settings: Settings) -> FastAPI:
         )
         return events
 
-    async def publish(events: Sequence[Envelope]) -> None:
+    async def publish(events: Sequence[Envelope], lane: Lane = Lane.LIVE) -> None:
         for event in events:
-            await publish_event(context.broker, topics.REPORTS_TRIAGED, event)
+            await publish_event(context.broker, triaged_topic(event, lane), event)
             if event.event_type == EventType.REPORT_TRIAGED:
                 data = event.payload(ReportTriagedData)
                 results.labels(data.classification.value, data.priority.value).inc()
@@ -168,7 +185,7 @@ def build(settings: Settings) -> FastAPI:
                 inputs_digest=event.data.get("inputs_digest"),
             )
 
-    async def on_received(envelope: Envelope, _origin: Origin) -> None:
+    async def on_received(envelope: Envelope, origin: Origin) -> None:
         if envelope.event_type != EventType.REPORT_RECEIVED:
             return
         received = envelope.payload(ReportReceivedData)
@@ -199,10 +216,12 @@ def build(settings: Settings) -> FastAPI:
                 # Recorded before publishing: a failed publish is retried from the record,
                 # with the same events, so the case never moves on unannounced.
                 await store.record(case_id, cause, events, result)
-        await publish(events)
+        await publish(events, lane_of_topic(origin.topic))
         await store.mark_published(case_id, cause)
 
+    # One consumer group per lane: a bulk backlog never delays a live report.
     context.consume(topics.REPORTS_RECEIVED, handler=on_received)
+    context.consume(topics.REPORTS_RECEIVED_BULK, handler=on_received, group_suffix=Lane.BULK)
 
     app = create_http_app(
         context,
