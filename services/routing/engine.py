@@ -174,10 +174,9 @@ class RoutingEngine:
         the policy requires that do not exist, and move open tasks' deadlines when the
         priority changed. Tasks are never duplicated: one task per case, role and attempt."""
         triaged = event.payload(ReportTriagedData)
-        latest = await self.store.triage(event.case_id)
         # An older result arriving late (or an earlier one published again, same id) must not
         # undo a newer one; the latest itself again is harmless (nothing is duplicated).
-        seen_before = await self.store.note_triage(event.case_id, event.event_id)
+        latest, seen_before = await self.store.triage_and_note(event.case_id, event.event_id)
         if (
             latest is not None
             and latest.event_id != event.event_id
@@ -538,9 +537,17 @@ class Projection:
         self._lock = asyncio.Lock()
         self._after_rebuild = after_rebuild
         self.rebuilds = 0
+        self.recheck_s = 1.0
+        self._present_until = 0.0
 
     async def ensure(self) -> None:
+        # Checked at most once per `recheck_s` while present: every event and request passes
+        # here, and a lost projection is still noticed within that time.
+        now = time.monotonic()
+        if now < self._present_until:
+            return
         if await self._engine.store.epoch() is not None:
+            self._present_until = now + self.recheck_s
             return
         async with self._lock:
             if await self._engine.store.epoch() is not None:

@@ -299,9 +299,13 @@ class RoutingStore:
         """The assignment for a case's role slot: ours, or the one an earlier attempt chose
         (then crashed before recording it), so a redelivery never picks a second unit."""
         key = f"{self.prefix}pending-assignment:{slot}"
-        await self.redis.set(key, envelope.model_dump_json(), nx=True, ex=7 * 24 * 3600)
-        raw = await self.redis.get(key)
-        return Envelope.model_validate_json(raw) if raw else envelope
+        # SET NX GET: one round trip, answering the earlier value when there was one.
+        earlier = await self.redis.set(
+            key, envelope.model_dump_json(), nx=True, ex=7 * 24 * 3600, get=True
+        )
+        if isinstance(earlier, bytes | str):
+            return Envelope.model_validate_json(earlier)
+        return envelope
 
     # ------------------------------------------------------------------ cases
 
@@ -328,6 +332,17 @@ class RoutingStore:
         """Record that a triage result was seen for the case; True if it was seen before."""
         added = await self.redis.sadd(f"{self.prefix}case-triage-seen:{case_id}", str(event_id))
         return not added
+
+    async def triage_and_note(
+        self, case_id: uuid.UUID, event_id: uuid.UUID
+    ) -> tuple[CaseTriage | None, bool]:
+        """The case's latest triage result, and whether this result was seen before (now
+        noted), in one round trip."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.get(self.triage_key(case_id))
+            pipe.sadd(f"{self.prefix}case-triage-seen:{case_id}", str(event_id))
+            raw, added = await pipe.execute()
+        return (CaseTriage.model_validate_json(raw) if raw else None), not added
 
     async def triage(self, case_id: uuid.UUID) -> CaseTriage | None:
         raw = await self.redis.get(self.triage_key(case_id))
