@@ -190,25 +190,24 @@ def build(settings: Settings) -> FastAPI:
             return
         received = envelope.payload(ReportReceivedData)
         case_id, cause = envelope.case_id, f"report:{received.report_id}"
-        # Already on Kafka (a redelivery, or a new consumer group reading history): nothing
-        # to do, and nothing to publish twice.
-        if await store.published(case_id, cause):
-            return
         async with store.lock(case_id):
-            events = await store.outcome(case_id, cause)
+            case = await store.take_report(case_id, received)
+            # Already on Kafka (a redelivery, or a new consumer group reading history):
+            # nothing to do, and nothing to publish twice.
+            if case.published:
+                return
+            events = case.outcome
             if events is None:
-                await store.add_report(case_id, received)
-                reports = await sealed.case_reports(await store.reports(case_id))
                 result = triage_case(
-                    reports,
+                    await sealed.case_reports(case.reports),
                     rules,
                     trigger_report_id=received.report_id,
-                    override=await store.override(case_id),
+                    override=case.override,
                 )
                 events = outputs(
                     cause_id=str(envelope.event_id),
                     case_id=case_id,
-                    previous=await store.current(case_id),
+                    previous=case.current,
                     result=result,
                     trigger=ReclassificationTrigger.NEW_REPORT,
                     actor=SYSTEM,

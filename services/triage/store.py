@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from pydantic import TypeAdapter
 from redis.asyncio import Redis
@@ -18,6 +19,17 @@ from redis.asyncio.lock import Lock
 from contracts.events import Envelope, ReportReceivedData, ReportTriagedData, TriageOverrideInfo
 
 _EVENTS = TypeAdapter(list[Envelope])
+
+
+@dataclass(frozen=True)
+class CaseSnapshot:
+    """A case as triage finds it when a report arrives."""
+
+    published: bool
+    outcome: list[Envelope] | None
+    reports: list[ReportReceivedData]
+    override: TriageOverrideInfo | None
+    current: ReportTriagedData | None
 
 
 class TriageStore:
@@ -40,6 +52,28 @@ class TriageStore:
     async def add_report(self, case_id: uuid.UUID, received: ReportReceivedData) -> None:
         await self._redis.hsetnx(
             self._key(case_id, "reports"), str(received.report_id), received.model_dump_json()
+        )
+
+    async def take_report(self, case_id: uuid.UUID, received: ReportReceivedData) -> CaseSnapshot:
+        """Add a received report to its case and read what re-triage needs, in one round
+        trip (the caller holds the case's lock)."""
+        cause = f"report:{received.report_id}"
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.hexists(self._key(case_id, "published"), cause)
+            pipe.hget(self._key(case_id, "outcomes"), cause)
+            pipe.hsetnx(
+                self._key(case_id, "reports"), str(received.report_id), received.model_dump_json()
+            )
+            pipe.hgetall(self._key(case_id, "reports"))
+            pipe.get(self._key(case_id, "override"))
+            pipe.get(self._key(case_id, "current"))
+            published, outcome, _added, reports, override, current = await pipe.execute()
+        return CaseSnapshot(
+            published=bool(published),
+            outcome=_EVENTS.validate_json(outcome) if outcome else None,
+            reports=[ReportReceivedData.model_validate_json(v) for v in reports.values()],
+            override=TriageOverrideInfo.model_validate_json(override) if override else None,
+            current=ReportTriagedData.model_validate_json(current) if current else None,
         )
 
     async def reports(self, case_id: uuid.UUID) -> list[ReportReceivedData]:
