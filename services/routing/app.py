@@ -261,10 +261,16 @@ def build(
     async def mark_applied(event: Envelope) -> None:
         await context.markers.mark(projection_group, str(event.event_id))
 
-    engine = RoutingEngine(
-        store, directory, publish, topics, RoutingMetrics(context.registry), mark_applied
-    )
     dispatcher = Dispatcher(store, directory, publish, topics, environ)
+    engine = RoutingEngine(
+        store,
+        directory,
+        publish,
+        topics,
+        RoutingMetrics(context.registry),
+        mark_applied,
+        on_assigned=dispatcher.on_task_event,
+    )
 
     async def after_rebuild() -> None:
         await dispatcher.requeue_after_rebuild(engine.rebuilt_assignments)

@@ -58,6 +58,15 @@ def destination(url: str) -> str:
     return f"{parts.scheme}://{host}{port}{parts.path}"
 
 
+_SCHEDULE_ONCE = """
+if redis.call('SET', KEYS[1], ARGV[1], 'NX') then
+  redis.call('ZADD', KEYS[2], 'NX', ARGV[3], ARGV[2])
+  return 1
+end
+return 0
+"""
+
+
 class Dispatcher:
     def __init__(
         self,
@@ -78,6 +87,7 @@ class Dispatcher:
             if (key := directory.webhook_secret(a, environ)) is not None
         }
         self._http: httpx.AsyncClient | None = None
+        self._schedule_once = store.redis.register_script(_SCHEDULE_ONCE)
 
     async def open(self) -> None:
         self._http = httpx.AsyncClient(timeout=self.retry.timeout_s)
@@ -121,10 +131,12 @@ class Dispatcher:
         task = await self.store.get(task_id)
         if task is not None and DeliveryChannel.WEBHOOK.value in task.deliveries:
             return
-        redis = self.store.redis
-        await redis.set(self._payload_key(task_id), event.model_dump_json(), nx=True)
-        # NX: a redelivered event must not reset a retry already scheduled for later.
-        await redis.zadd(self.store.deliveries.key, {task_id: time.time()}, nx=True)
+        # Scheduled only with its payload, once: the writer and the projection consumer may
+        # both get here, and a second schedule would retry a delivery already in flight.
+        await self._schedule_once(
+            keys=[self._payload_key(task_id), self.store.deliveries.key],
+            args=[event.model_dump_json(), task_id, time.time()],
+        )
 
     async def requeue_after_rebuild(self, assignments: Mapping[str, Envelope]) -> int:
         """After Redis lost its data: every webhook delivery not yet recorded is owed again."""

@@ -138,9 +138,11 @@ class RoutingEngine:
         topics: RoutingTopics,
         metrics: RoutingMetrics,
         mark_applied: Callable[[Envelope], Awaitable[None]] | None = None,
+        on_assigned: Callable[[Envelope], Awaitable[None]] | None = None,
     ) -> None:
         self.store = store
         self.mark_applied = mark_applied
+        self.on_assigned = on_assigned
         self.directory = directory
         self.publish = publish
         self.topics = topics
@@ -316,6 +318,11 @@ class RoutingEngine:
         )
         await self.publish(self.topics.tasks, event)
         task = await self.store.apply(event)
+        if self.on_assigned is not None:
+            # Dispatched by the writer at once, in the case's own lane: the agency never waits
+            # behind the tasks topic's backlog (the projection consumer dispatches it only
+            # if the writer died in between).
+            await self.on_assigned(event)
         chosen = event.payload(TaskAssignedData)
         self.metrics.tasks_assigned.labels(placement.role.value).inc()
         log.info(
