@@ -1,4 +1,4 @@
-"""structlog JSON logs carrying the current trace and span ids.
+"""structlog logs (JSON, or readable on a terminal) carrying the current trace and span ids.
 
 Log events name ids (case, report, event, task), never personal data: the payload of a
 report is never logged, only its identifiers.
@@ -25,8 +25,12 @@ def _add_trace_ids(
     return event_dict
 
 
-def configure_logging(level: str = "INFO", *, json: bool = True) -> None:
-    """Route structlog and the standard library (uvicorn, aiokafka) through one JSON renderer."""
+def configure_logging(level: str = "INFO", *, json: bool | None = None) -> None:
+    """Route structlog and the standard library (uvicorn, aiokafka) through one renderer:
+    JSON lines for machines, readable coloured lines when a person watches a terminal
+    (`json=None` decides by whether stderr is one)."""
+    if json is None:
+        json = not sys.stderr.isatty()
     shared: list[structlog.types.Processor] = [
         structlog.contextvars.merge_contextvars,
         structlog.stdlib.add_log_level,

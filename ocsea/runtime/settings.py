@@ -35,11 +35,12 @@ class Settings(BaseSettings):
         default=60.0, gt=0, description="How often a checkpoint is signed when the ledger grew"
     )
     audit_ingest_share: float = Field(
-        default=0.5,
+        default=1.0,
         gt=0,
         le=1,
         description="While the audit catches up on a backlog, the share of time its ingest may "
-        "take (it pauses in between), so services sharing its process stay prompt",
+        "take (it pauses in between): below 1 only when it shares a process with other "
+        "services (`ocsea run --single-process`)",
     )
     audit_log_origin: str = Field(
         default="ocsea-audit",
@@ -108,7 +109,11 @@ class Settings(BaseSettings):
     publish_timeout_s: float = Field(default=10.0, gt=0)
 
     log_level: str = "INFO"
-    log_json: bool = True
+    log_json: bool | None = Field(
+        default=None,
+        description="JSON lines (true) or readable coloured lines (false); default: readable "
+        "when stderr is a terminal a person watches, JSON otherwise",
+    )
 
     @field_validator("kafka_bootstrap")
     @classmethod
