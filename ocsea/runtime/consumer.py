@@ -22,18 +22,26 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import random
 from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import TypeVar
 
 from aiokafka import ConsumerRecord
+from aiokafka.errors import KafkaError
 from faststream import AckPolicy
 from faststream.kafka import KafkaBroker, KafkaMessage
 from opentelemetry import propagate, trace
 from opentelemetry.trace import SpanKind
+from prometheus_client import CollectorRegistry, Counter, Histogram
 from pydantic import ValidationError
 from redis.asyncio import Redis
+from redis.exceptions import BusyLoadingError as RedisBusyLoadingError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ReadOnlyError as RedisReadOnlyError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from contracts.events import Envelope
 from contracts.topics import dlq_of
@@ -41,6 +49,7 @@ from ocsea.runtime.logging import get_logger
 from ocsea.runtime.settings import Settings
 
 log = get_logger("ocsea.consumer")
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -148,7 +157,61 @@ class RetryPolicy:
         )
 
     def backoff(self, attempt: int) -> float:
-        return float(min(self.max_backoff_s, self.initial_backoff_s * 2 ** (attempt - 1)))
+        """Exponential, capped, with jitter (so many waiting consumers do not retry in step)."""
+        ceiling = min(self.max_backoff_s, self.initial_backoff_s * 2 ** min(attempt - 1, 30))
+        return float(ceiling * random.uniform(0.5, 1.0))
+
+
+def is_infrastructure_error(exc: BaseException) -> bool:
+    """A failure of something the handler depends on, which waiting cures (as opposed to a
+    problem with the record or a bug)."""
+    return isinstance(exc, INFRASTRUCTURE_ERRORS) or type(exc).__name__ in _INFRASTRUCTURE_NAMES
+
+
+INFRASTRUCTURE_ERRORS: tuple[type[BaseException], ...] = (
+    RedisConnectionError,
+    RedisTimeoutError,
+    RedisBusyLoadingError,
+    RedisReadOnlyError,
+    KafkaError,
+    ConnectionError,
+    TimeoutError,
+    OSError,
+)
+# Database drivers' outage errors, by name: the runtime does not import every driver.
+_INFRASTRUCTURE_NAMES = frozenset(
+    {"OperationalError", "InterfaceError", "ConnectionDoesNotExistError", "CannotConnectNowError"}
+)
+
+
+@dataclass
+class ConsumerHealth:
+    """Records currently waiting out an infrastructure failure (readiness reports them)."""
+
+    stalled: int = 0
+
+
+class ConsumerMetrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.retries = Counter(
+            "ocsea_consumer_retries_total",
+            "Handler failures retried, by consumer group and kind (infrastructure or handler)",
+            ["group", "kind"],
+            registry=registry,
+        )
+        self.dead_letters = Counter(
+            "ocsea_consumer_dead_letters_total",
+            "Records parked on a .dlq twin, by consumer group",
+            ["group"],
+            registry=registry,
+        )
+        self.batch_size = Histogram(
+            "ocsea_consumer_batch_records",
+            "Records per consumed batch, by consumer group",
+            ["group"],
+            buckets=(1, 2, 5, 10, 25, 50, 100, 250, 500),
+            registry=registry,
+        )
 
 
 class ReliableConsumer:
@@ -169,6 +232,7 @@ class ReliableConsumer:
         batch_max: int = 256,
         batch_wait_ms: int = 20,
         concurrency: int = 64,
+        metrics: ConsumerMetrics | None = None,
     ) -> None:
         if (handler is None) == (raw_handler is None):
             raise ValueError("give exactly one of handler and raw_handler")
@@ -179,6 +243,8 @@ class ReliableConsumer:
         self.raw_handler = raw_handler
         self.markers = markers
         self.retry = retry
+        self.metrics = metrics
+        self.health = ConsumerHealth()
         # Bounds the cases worked on at once (Redis connections, memory), not the batch.
         self._slots = asyncio.Semaphore(concurrency)
         # One subscriber (one group member) for all of a group's topics: several members of
@@ -215,8 +281,10 @@ class ReliableConsumer:
             parsed.append((record, envelope, origin))
         if not parsed:
             return
+        if self.metrics is not None:
+            self.metrics.batch_size.labels(self.group_id).observe(len(records))
         ids = [str(envelope.event_id) for _, envelope, _ in parsed]
-        seen = await self.markers.seen_many(self.group_id, ids)
+        seen = await self._until_done(lambda: self.markers.seen_many(self.group_id, ids))
         by_case: dict[bytes | str, list[tuple[ConsumerRecord, Envelope, Origin]]] = {}
         fresh: set[str] = set()
         for item, event_id, already in zip(parsed, ids, seen, strict=True):
@@ -234,7 +302,27 @@ class ReliableConsumer:
             # Even when a dead letter could not be published (the batch is then redelivered),
             # what was applied is marked, so the redelivery skips it.
             if applied:
-                await self.markers.mark_many(self.group_id, applied)
+                await self._until_done(lambda: self.markers.mark_many(self.group_id, applied))
+
+    async def _until_done(self, step: Callable[[], Awaitable[T]]) -> T:
+        """Run a step of the consumer's own (its markers) until Redis answers: failing here
+        would rewind the batch and redeliver it at once, in a hot loop."""
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                return await step()
+            except Exception as exc:
+                if not is_infrastructure_error(exc):
+                    raise
+                log.warning(
+                    "consumer.markers_unavailable", attempt=attempt, error=error_summary(exc)
+                )
+                self.health.stalled += 1
+                try:
+                    await asyncio.sleep(self.retry.backoff(attempt))
+                finally:
+                    self.health.stalled -= 1
 
     async def _consume_case(
         self, items: list[tuple[ConsumerRecord, Envelope, Origin]], applied: list[str]
@@ -299,14 +387,23 @@ class ReliableConsumer:
     async def _run_with_retries(
         self, envelope: Envelope, origin: Origin
     ) -> tuple[BaseException, int] | None:
+        """None once the handler succeeded; else the error that parks the record.
+
+        A contract violation parks it at once; an infrastructure failure (Redis, the broker,
+        the database, a lock held too long) is waited out, without limit, since the record
+        will succeed once it is back; any other failure (a bug) gets a bounded number of
+        attempts, then the record is parked, to be re-driven after the fix."""
         assert self.handler is not None
-        for attempt in range(1, self.retry.max_attempts + 1):
+        attempt = 0
+        while True:
+            attempt += 1
             try:
                 await self.handler(envelope, origin)
                 return None
             except (PermanentError, ValidationError) as exc:
                 return exc, attempt
             except Exception as exc:
+                infrastructure = is_infrastructure_error(exc)
                 log.warning(
                     "event.handler_failed",
                     event_id=str(envelope.event_id),
@@ -315,12 +412,22 @@ class ReliableConsumer:
                     partition=origin.partition,
                     offset=origin.offset,
                     attempt=attempt,
+                    infrastructure=infrastructure,
                     error=error_summary(exc),
                 )
-                if attempt == self.retry.max_attempts:
+                if self.metrics is not None:
+                    self.metrics.retries.labels(
+                        self.group_id, "infrastructure" if infrastructure else "handler"
+                    ).inc()
+                if not infrastructure and attempt >= self.retry.max_attempts:
                     return exc, attempt
-                await asyncio.sleep(self.retry.backoff(attempt))
-        raise AssertionError("unreachable")  # pragma: no cover
+                if infrastructure:
+                    self.health.stalled += 1
+                try:
+                    await asyncio.sleep(self.retry.backoff(attempt))
+                finally:
+                    if infrastructure:
+                        self.health.stalled -= 1
 
     async def _dead_letter(
         self,
@@ -344,6 +451,8 @@ class ReliableConsumer:
                 "x-ocsea-dead-lettered-at": datetime.now(UTC).isoformat(),
             }
         )
+        if self.metrics is not None:
+            self.metrics.dead_letters.labels(self.group_id).inc()
         # If this publish fails the exception propagates, the offset is not committed and
         # the message is redelivered: dead-lettering is itself at-least-once. The pause keeps
         # a broker outage from turning redelivery into a busy loop.

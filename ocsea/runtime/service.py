@@ -20,6 +20,7 @@ from redis.asyncio import BlockingConnectionPool, Redis
 
 from ocsea.runtime.auth import PrincipalStore
 from ocsea.runtime.consumer import (
+    ConsumerMetrics,
     Handler,
     ProcessedMarkers,
     RawHandler,
@@ -62,6 +63,8 @@ class ServiceContext:
     # before it goes down.
     after_start: list[Hook] = field(default_factory=list)
     before_stop: list[Hook] = field(default_factory=list)
+    consumers: list[ReliableConsumer] = field(default_factory=list)
+    _consumer_metrics: ConsumerMetrics | None = None
 
     @classmethod
     def create(cls, name: str, settings: Settings) -> ServiceContext:
@@ -95,7 +98,9 @@ class ServiceContext:
 
         Give `handler` for envelopes, or `raw_handler` for batches of records taken as they are.
         """
-        ReliableConsumer(
+        if self._consumer_metrics is None:
+            self._consumer_metrics = ConsumerMetrics(self.registry)
+        consumer = ReliableConsumer(
             self.broker,
             topics=topics,
             group_id=self.group_id + (f".{group_suffix}" if group_suffix else ""),
@@ -106,7 +111,16 @@ class ServiceContext:
             retry=RetryPolicy.from_settings(self.settings),
             batch_max=self.settings.consumer_batch_max,
             batch_wait_ms=self.settings.consumer_batch_wait_ms,
+            metrics=self._consumer_metrics,
         )
+        self.consumers.append(consumer)
+        if "consumers" not in self.readiness:
+            self.readiness["consumers"] = self._consumers_ready
+
+    async def _consumers_ready(self) -> None:
+        stalled = {c.group_id: c.health.stalled for c in self.consumers if c.health.stalled}
+        if stalled:
+            raise ConnectionError(f"waiting out an infrastructure failure: {stalled}")
 
     async def _kafka_ready(self) -> None:
         if not await self.broker.ping(timeout=2.0):

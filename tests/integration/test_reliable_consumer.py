@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections import Counter
 from typing import Any
@@ -129,3 +130,67 @@ async def test_unparseable_message_is_dead_lettered_without_retries(
     headers = {k: v.decode() for k, v in record.headers}
     assert headers["x-ocsea-error-type"] == "ValidationError"
     assert headers["x-ocsea-attempts"] == "1"
+
+
+async def test_an_infrastructure_outage_is_waited_out_never_dead_lettered(
+    stack_env: dict[str, str],
+) -> None:
+    from redis.exceptions import ConnectionError as RedisConnectionError
+
+    settings = Settings(
+        kafka_bootstrap=stack_env["OCSEA_KAFKA_BOOTSTRAP"], redis_url=stack_env["OCSEA_REDIS_URL"]
+    )
+    topic = f"ocsea.test.outage.{uuid.uuid4().hex[:8]}"
+    event = triaged_event(uuid.uuid4())
+    outage = {"left": 8}  # more failures than max_attempts allows a bug
+    handled: list[str] = []
+    stalled_seen: list[int] = []
+
+    async def handler(envelope: Envelope, origin: Origin) -> None:
+        if outage["left"] > 0:
+            outage["left"] -= 1
+            raise RedisConnectionError("Redis is restarting")
+        handled.append(str(envelope.event_id))
+
+    async def watch_health() -> None:
+        while True:
+            stalled_seen.append(consumer.health.stalled)
+            await asyncio.sleep(0.002)
+
+    redis = Redis.from_url(settings.redis_url)
+    broker = make_broker(settings, service="test", registry=CollectorRegistry())
+    consumer = ReliableConsumer(
+        broker,
+        topics=[topic],
+        group_id=f"ocsea-test-{uuid.uuid4().hex[:8]}",
+        handler=handler,
+        markers=ProcessedMarkers(redis, 600),
+        retry=RetryPolicy(max_attempts=3, initial_backoff_s=0.01, max_backoff_s=0.05),
+    )
+    await broker.start()
+    watcher = asyncio.create_task(watch_health())
+    try:
+        await publish_event(broker, topic, event)
+
+        async def done() -> bool:
+            return handled == [str(event.event_id)]
+
+        await wait_for(done, what="the event handled once the outage ended")
+        dead = await read_all(settings.kafka_bootstrap, dlq_of(topic), within=2)
+    finally:
+        watcher.cancel()
+        await broker.stop()
+        await redis.aclose()
+    assert outage["left"] == 0
+    assert dead == []
+    assert consumer.health.stalled == 0
+    # While it waited, the consumer said so (readiness reads this).
+    assert max(stalled_seen) == 1
+
+
+def test_backoff_is_capped_and_jittered() -> None:
+    policy = RetryPolicy(max_attempts=3, initial_backoff_s=0.2, max_backoff_s=5.0)
+    waits = [policy.backoff(attempt) for attempt in range(1, 200)]
+    assert all(0 < w <= 5.0 for w in waits)
+    assert 0.1 <= waits[0] <= 0.2
+    assert len({round(w, 6) for w in waits[50:]}) > 1  # jitter: not all the same
