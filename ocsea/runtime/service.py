@@ -9,11 +9,15 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
+import fastapi_offline
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, PlainTextResponse
+from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
+from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse
+from fastapi.staticfiles import StaticFiles
 from faststream.kafka import KafkaBroker
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from redis.asyncio import BlockingConnectionPool, Redis
@@ -207,6 +211,36 @@ async def _http_error(_request: Request, exc: Exception) -> JSONResponse:
     return error_response(exc.status_code, "http_error", str(detail), headers=exc.headers)
 
 
+API_DOCS_ASSETS = Path(fastapi_offline.__file__).parent / "static"
+"""Swagger UI and ReDoc, shipped in a wheel (fastapi-offline's copies) and served by each
+service itself: a deployment without internet access still has its API docs, and no page
+loads code from a CDN."""
+
+
+def serve_api_docs(app: FastAPI) -> None:
+    app.mount("/api-docs-assets", StaticFiles(directory=API_DOCS_ASSETS), name="api-docs-assets")
+
+    @app.get("/docs", include_in_schema=False)
+    async def swagger_ui() -> HTMLResponse:
+        return get_swagger_ui_html(
+            openapi_url=app.openapi_url or "/openapi.json",
+            title=f"{app.title}: API",
+            swagger_js_url="/api-docs-assets/swagger-ui-bundle.js",
+            swagger_css_url="/api-docs-assets/swagger-ui.css",
+            swagger_favicon_url="/api-docs-assets/favicon.png",
+        )
+
+    @app.get("/redoc", include_in_schema=False)
+    async def redoc() -> HTMLResponse:
+        return get_redoc_html(
+            openapi_url=app.openapi_url or "/openapi.json",
+            title=f"{app.title}: API",
+            redoc_js_url="/api-docs-assets/redoc.standalone.js",
+            redoc_favicon_url="/api-docs-assets/favicon.png",
+            with_google_fonts=False,
+        )
+
+
 def create_http_app(
     context: ServiceContext, *, title: str, principals: PrincipalStore | None = None
 ) -> FastAPI:
@@ -218,7 +252,8 @@ def create_http_app(
         finally:
             await context.stop()
 
-    app = FastAPI(title=title, version="1.0", lifespan=lifespan)
+    app = FastAPI(title=title, version="1.0", lifespan=lifespan, docs_url=None, redoc_url=None)
+    serve_api_docs(app)
     app.state.context = context
     app.state.principals = principals
     app.add_exception_handler(RequestValidationError, _validation_error)
