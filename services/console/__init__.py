@@ -1,0 +1,1 @@
+"""The web console: officers', supervisors' and auditors' pages over the services' APIs."""
