@@ -59,6 +59,12 @@ class Settings(BaseSettings):
     console_routing_url: str | None = None
     console_triage_url: str | None = None
     console_audit_url: str | None = None
+    # Triage asks routing (the holder of tasks) whether a caller has an open task on a case;
+    # by default on this host at routing's port (`triage_routing`).
+    triage_routing_url: str | None = None
+    triage_routing_timeout_s: float = Field(
+        default=5.0, gt=0, description="How long triage waits for routing's access answer"
+    )
     console_session_idle_s: int = Field(
         default=900, ge=60, description="A console session ends after this long unused"
     )
@@ -135,6 +141,10 @@ class Settings(BaseSettings):
         configured: str | None = getattr(self, f"console_{service}_url")
         port: int = getattr(self, f"{service}_port")
         return (configured or f"http://{self.host}:{port}").rstrip("/")
+
+    @property
+    def triage_routing(self) -> str:
+        return (self.triage_routing_url or f"http://{self.host}:{self.routing_port}").rstrip("/")
 
     @property
     def resolved_principals_file(self) -> Path:

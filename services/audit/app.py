@@ -24,7 +24,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from contracts.events import utc_now
 from contracts.reports import ErrorBody
-from ocsea.runtime.auth import AuditorPrincipal, PrincipalStore
+from ocsea.runtime.access import LEDGER_SUBJECT, AccessLog
+from ocsea.runtime.auth import AuditorPrincipal, Principal, PrincipalStore
 from ocsea.runtime.consumer import RawRecord
 from ocsea.runtime.kafka import project_topics
 from ocsea.runtime.logging import get_logger
@@ -158,11 +159,20 @@ def build(settings: Settings, *, ingest: bool = True) -> FastAPI:
         title="ocsea audit",
         principals=PrincipalStore.load(settings.resolved_principals_file),
     )
-    _routes(app, ledger, checkpointer)
+    _routes(app, ledger, checkpointer, AccessLog(context.broker, "audit"))
     return app
 
 
-def _routes(app: FastAPI, ledger: Ledger, checkpointer: Checkpointer) -> None:
+def _routes(
+    app: FastAPI, ledger: Ledger, checkpointer: Checkpointer, access_log: AccessLog
+) -> None:
+    async def record_read(principal: Principal, what: str) -> None:
+        """Every read of ledger entries is recorded on the access topic before it is answered
+        (503 when it cannot be), under `LEDGER_SUBJECT`: reading a case's trail must not add
+        to that trail. Checkpoints, the public key and proofs are hashes and sizes, no entry's
+        content, so reading them is not recorded."""
+        await access_log.viewed(LEDGER_SUBJECT, principal, reason=f"auditor read {what}")
+
     async def damaged(_request: Request, exc: Exception) -> JSONResponse:
         # Only a ledger changed behind the service's back lacks a node it wrote itself.
         log.error("audit.ledger_damaged", error=str(exc))
@@ -185,7 +195,7 @@ def _routes(app: FastAPI, ledger: Ledger, checkpointer: Checkpointer) -> None:
         responses=_ERRORS,
         tags=["audit"],
     )
-    async def case_trail(case_id: uuid.UUID, _principal: AuditorPrincipal) -> CaseTrail:
+    async def case_trail(case_id: uuid.UUID, principal: AuditorPrincipal) -> CaseTrail:
         """The case's ledger entries, each with its leaf index.
 
         Ordered by the time the event happened, then by leaf index. (Leaf order is the order
@@ -193,6 +203,7 @@ def _routes(app: FastAPI, ledger: Ledger, checkpointer: Checkpointer) -> None:
         case's dead-lettered and dispatched records, so a step that failed shows too.
         """
         entries = await ledger.case_trail(str(case_id))
+        await record_read(principal, f"the trail of case {case_id}")
         return CaseTrail(
             case_id=case_id,
             entries=[
@@ -207,7 +218,7 @@ def _routes(app: FastAPI, ledger: Ledger, checkpointer: Checkpointer) -> None:
         responses=_ERRORS,
         tags=["audit"],
     )
-    async def case_export(case_id: uuid.UUID, _principal: AuditorPrincipal) -> CaseBundle:
+    async def case_export(case_id: uuid.UUID, principal: AuditorPrincipal) -> CaseBundle:
         """The case's trail as a bundle that verifies offline (`ocsea audit verify FILE`):
         every entry's exact leaf with its inclusion proof in the signed checkpoint included."""
         checkpoint = await checkpointer.current()
@@ -224,6 +235,7 @@ def _routes(app: FastAPI, ledger: Ledger, checkpointer: Checkpointer) -> None:
                     inclusion_proof=[p.hex() for p in path],
                 )
             )
+        await record_read(principal, f"the export of case {case_id}")
         return CaseBundle(case_id=case_id, checkpoint=checkpoint, entries=entries)
 
     @app.get("/v1/audit/checkpoint", response_model=Checkpoint, responses=_ERRORS, tags=["audit"])
@@ -297,7 +309,7 @@ def _routes(app: FastAPI, ledger: Ledger, checkpointer: Checkpointer) -> None:
         tags=["audit"],
     )
     async def raw_entries(
-        _principal: AuditorPrincipal,
+        principal: AuditorPrincipal,
         start: Annotated[int, Query(alias="from", ge=0, description="First leaf index")],
         to: Annotated[
             int | None,
@@ -314,6 +326,7 @@ def _routes(app: FastAPI, ledger: Ledger, checkpointer: Checkpointer) -> None:
         size = await ledger.size()
         end = min(end, size)
         leaves = await ledger.leaves(start, end) if start < end else []
+        await record_read(principal, f"entries [{start}, {max(end, start)})")
         # Built by hand: validating 10,000 response models per page cost more than the query.
         body = {
             "from": start,
@@ -332,7 +345,7 @@ def _routes(app: FastAPI, ledger: Ledger, checkpointer: Checkpointer) -> None:
 
     @app.get("/v1/audit/search", response_model=SearchPage, responses=_ERRORS, tags=["audit"])
     async def search(
-        _principal: AuditorPrincipal,
+        principal: AuditorPrincipal,
         actor: Annotated[str | None, Query(max_length=200, description="Actor id")] = None,
         action: Annotated[str | None, Query(max_length=100, examples=["task.assigned"])] = None,
         agency: Annotated[
@@ -353,17 +366,24 @@ def _routes(app: FastAPI, ledger: Ledger, checkpointer: Checkpointer) -> None:
         for name, moment in (("since", since), ("until", until)):
             if moment is not None and moment.tzinfo is None:
                 raise _bad_request("naive_time", f"{name} needs a UTC offset", name)
-        found = await ledger.search(
-            SearchFilter(
-                actor=actor,
-                action=action,
-                agency=agency,
-                case_id=str(case_id) if case_id else None,
-                since=since,
-                until=until,
-                after=after,
-                limit=limit,
-            )
+        where = SearchFilter(
+            actor=actor,
+            action=action,
+            agency=agency,
+            case_id=str(case_id) if case_id else None,
+            since=since,
+            until=until,
+            after=after,
+            limit=limit,
+        )
+        found = await ledger.search(where)
+        # Which filters, and the case searched; not the free-text values (whatever an auditor
+        # typed would stay in the ledger for good).
+        used = [k for k, v in vars(where).items() if v is not None and k != "limit"]
+        await record_read(
+            principal,
+            f"a search by {', '.join(used) or 'nothing'}"
+            + (f" in case {case_id}" if case_id else ""),
         )
         return SearchPage(
             entries=[

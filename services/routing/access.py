@@ -1,15 +1,19 @@
-"""Need-to-know: who may see and act on which task, and who may open a case's details.
+"""Need-to-know in routing: who may see and act on which task, and who may open a case.
 
-- An officer: the tasks of their own agency.
-- A supervisor: the tasks of their agency; the coordinator's supervisors also see the tasks
-  escalated to the coordinator.
-- A case's details (with its personal data): only for someone who sees an open task on it.
+The rule itself is `ocsea.runtime.access` (one rule for every service); this module applies it
+to routing's tasks and directory, and adds which commands each role may give:
+
+- an officer: the tasks of their own agency, and the officers' commands on them;
+- a supervisor: the tasks of their agency, and also reassign; the coordinator's supervisors
+  also see the tasks escalated to the coordinator;
+- a case's details (with its personal data): only for someone who sees an open task on it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 
+from ocsea.runtime import access
 from ocsea.runtime.auth import Principal, Role
 from services.routing.directory import Directory
 from services.routing.tasks import Command, TaskState
@@ -21,15 +25,11 @@ SUPERVISOR_COMMANDS = OFFICER_COMMANDS | {Command.REASSIGN}
 
 
 def is_coordinator(principal: Principal, directory: Directory) -> bool:
-    return principal.role is Role.SUPERVISOR and principal.agency == directory.coordinator
+    return access.is_coordinator(principal, directory.coordinator)
 
 
 def can_see(principal: Principal, task: TaskState, directory: Directory) -> bool:
-    if principal.agency is None or principal.role not in (Role.OFFICER, Role.SUPERVISOR):
-        return False
-    if task.agency_id == principal.agency:
-        return True
-    return is_coordinator(principal, directory) and task.escalated_to_agency == principal.agency
+    return access.sees_task(principal, task, directory.coordinator)
 
 
 def can_command(
@@ -45,4 +45,4 @@ def case_grounds(
     principal: Principal, tasks: Iterable[TaskState], directory: Directory
 ) -> list[TaskState]:
     """The open tasks that entitle the principal to the case's details (none: no access)."""
-    return [t for t in tasks if t.is_open and can_see(principal, t, directory)]
+    return access.case_grounds(principal, tasks, directory.coordinator)

@@ -26,7 +26,6 @@ from contracts.events import (
     Actor,
     ActorKind,
     AgencyType,
-    CaseAccessData,
     Classification,
     DeliveryOutcome,
     Envelope,
@@ -38,11 +37,11 @@ from contracts.events import (
     SlaDeadline,
     SurvivorFacts,
     TaskStatus,
-    make_event,
     utc_now,
 )
 from contracts.reports import ErrorBody, Language, RiskFlag, ViolenceType
 from contracts.topics import Lane
+from ocsea.runtime.access import AccessLog, Basis, CaseGrounds
 from ocsea.runtime.auth import Principal, PrincipalStore, Role, require
 from ocsea.runtime.consumer import Origin
 from ocsea.runtime.crypto import CaseKeyNotFoundError, CaseKeys, load_or_create_master_key
@@ -221,6 +220,17 @@ class CaseView(BaseModel):
 def _not_found() -> HTTPException:
     # Another agency's task is indistinguishable from a missing one.
     return HTTPException(404, {"code": "task_not_found", "message": "no such task"})
+
+
+def _case_access_denied() -> HTTPException:
+    # An unknown case answers alike: no one learns whether a case exists.
+    return HTTPException(
+        403,
+        {
+            "code": "case_access_denied",
+            "message": "only someone with an open task on the case may see it",
+        },
+    )
 
 
 def _unknown_code(field: str, allowed: tuple[str, ...]) -> HTTPException:
@@ -563,24 +573,24 @@ def build(
             reassigned=task_view(old, now), replacement=task_view(new, now) if new else None
         )
 
-    async def record_access(
-        event_type: EventType, case_id: uuid.UUID, principal: Principal, data: CaseAccessData
-    ) -> uuid.UUID:
-        event = make_event(
-            event_type=event_type,
-            case_id=case_id,
-            producer="routing",
-            actor=actor_of(principal),
-            data=data,
-        )
-        await publish(topics.access, event)
-        log.info(
-            event_type.value,
-            case_id=str(case_id),
-            viewer=principal.name,
-            event_id=str(event.event_id),
-        )
-        return event.event_id
+    access_log = AccessLog(context.broker, "routing", topics.access)
+
+    @app.get(
+        "/v1/cases/{case_id}/grounds",
+        response_model=CaseGrounds,
+        responses=errors,
+        tags=["cases"],
+    )
+    async def case_grounds_of_caller(case_id: uuid.UUID, principal: StaffPrincipal) -> CaseGrounds:
+        """The caller's open tasks on the case, which entitle them to it under the access rule
+        (`ocsea.runtime.access`); other services ask here with the caller's own token. Shows
+        nothing of the case, so it is not itself a recorded read; refused like `GET /v1/cases/{id}`
+        (an unknown case alike)."""
+        await projection.ensure()
+        grounds = case_grounds(principal, await store.for_case(case_id), directory)
+        if not grounds:
+            raise _case_access_denied()
+        return CaseGrounds(case_id=case_id, task_ids=tuple(t.task_id for t in grounds))
 
     @app.get(
         "/v1/cases/{case_id}",
@@ -595,25 +605,10 @@ def build(
         tasks = await store.for_case(case_id)
         grounds = case_grounds(principal, tasks, directory)
         if not grounds:
-            denied = CaseAccessData(
-                viewer=principal.name,
-                role=principal.role.value,
-                agency=principal.agency,
-                reason="no open task of the caller's on this case",
+            await access_log.denied(
+                case_id, principal, reason="no open task of the caller's on this case"
             )
-            try:
-                await record_access(EventType.CASE_ACCESS_DENIED, case_id, principal, denied)
-            except Exception as exc:
-                log.error(
-                    "case.access_record_failed", case_id=str(case_id), error=type(exc).__name__
-                )
-            raise HTTPException(
-                403,
-                {
-                    "code": "case_access_denied",
-                    "message": "only someone with an open task on the case may see it",
-                },
-            )
+            raise _case_access_denied()
         reports = await store.reports(case_id)
         details: list[ReportDetails] = []
         for report in reports:
@@ -647,26 +642,14 @@ def build(
                     personal_status=status,
                 )
             )
-        viewed = CaseAccessData(
-            viewer=principal.name,
-            role=principal.role.value,
-            agency=principal.agency,
-            task_ids=tuple(t.task_id for t in grounds),
-            report_ids=tuple(r.report_id for r in reports),
+        access_id = await access_log.viewed(
+            case_id,
+            principal,
+            reason=Basis.OPEN_TASK.value,
+            task_ids=(t.task_id for t in grounds),
+            report_ids=(r.report_id for r in reports),
             personal_data_shown=any(d.personal_status == "shown" for d in details),
-            reason="open task on the case",
         )
-        try:
-            access_id = await record_access(EventType.CASE_VIEWED, case_id, principal, viewed)
-        except Exception as exc:
-            log.error("case.access_record_failed", case_id=str(case_id), error=type(exc).__name__)
-            raise HTTPException(
-                503,
-                {
-                    "code": "access_not_recorded",
-                    "message": "the view could not be recorded, so the case is not shown; retry",
-                },
-            ) from exc
         latest = await store.triage(case_id)
         return CaseView(
             case_id=case_id,

@@ -5,6 +5,17 @@ For every received report triage re-runs the rules on the case's combined report
 publishes the case's current result as `report.triaged`; when the classification or priority
 changed it first publishes `case.reclassified` (old, new, why). A supervisor's override is
 published as `case.triage_overridden`, then the same pair. All are keyed by case, in order.
+
+Need-to-know (`ocsea.runtime.access`, the one rule): a supervisor reads a case's triage, and
+overrides it, only with an open task of their agency on the case; an auditor reads it on the
+role. Triage holds no tasks, so it asks routing, the holder of the task projection, with the
+caller's own bearer token (`GET /v1/cases/{id}/grounds`). Asking rather than keeping a second
+projection of the task events here means the rule is applied to one set of tasks, the one
+routing itself acts on: no lag between a task closing there and access ending here, and no
+copy of the task fold and the directory's escalation to keep in step. The price is that
+triage's case endpoints need routing up; without its answer they answer 503 and show nothing.
+Every read, and every refusal, is recorded on `ocsea.access.v1` before the answer; an unknown
+case and a case the caller has no grounds on answer alike (404).
 """
 
 from __future__ import annotations
@@ -15,7 +26,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Annotated
 
-from fastapi import Depends, FastAPI, Header, HTTPException
+from fastapi import Depends, FastAPI, Header, HTTPException, Request
 from fastapi.responses import JSONResponse
 from prometheus_client import Counter
 from pydantic import BaseModel, ConfigDict, Field
@@ -40,7 +51,16 @@ from contracts.events import (
 )
 from contracts.reports import ErrorBody
 from contracts.topics import Lane
-from ocsea.runtime.auth import Principal, PrincipalStore, Role, require
+from ocsea.runtime.access import (
+    AccessLog,
+    Basis,
+    GroundsClient,
+    GroundsUnavailableError,
+    grounds_unavailable,
+    may_change_triage,
+    triage_read_basis,
+)
+from ocsea.runtime.auth import Principal, PrincipalStore, Role, bearer_token, require
 from ocsea.runtime.consumer import Origin
 from ocsea.runtime.crypto import CaseKeys, load_or_create_master_key
 from ocsea.runtime.kafka import publish_event
@@ -230,15 +250,40 @@ def build(settings: Settings) -> FastAPI:
     errors: dict[int | str, dict[str, object]] = {
         401: {"model": ErrorBody},
         403: {"model": ErrorBody},
-        404: {"model": ErrorBody, "description": "Triage has no report for this case"},
+        404: {
+            "model": ErrorBody,
+            "description": "No such case, or none the caller has an open task on (alike)",
+        },
         422: {"model": ErrorBody},
-        503: {"model": ErrorBody, "description": "The broker did not take the events"},
+        503: {
+            "model": ErrorBody,
+            "description": "The broker did not take the events, or the access rule could not "
+            "be checked or the read recorded; nothing was shown or changed",
+        },
     }
+    grounds_client = GroundsClient(
+        settings.triage_routing, timeout_s=settings.triage_routing_timeout_s
+    )
+    context.on_shutdown.append(grounds_client.close)
+    access_log = AccessLog(context.broker, "triage")
 
     def not_found() -> HTTPException:
+        # One answer for an unknown case and a case that is not the caller's.
         return HTTPException(
-            404, {"code": "case_not_found", "message": "triage has no report for this case"}
+            404, {"code": "case_not_found", "message": "no case with this id that you may see"}
         )
+
+    async def open_tasks_of(case_id: uuid.UUID, http: Request) -> tuple[uuid.UUID, ...]:
+        """The caller's open tasks on the case, as routing knows them (empty: no grounds)."""
+        token = bearer_token(http)
+        if token is None:  # `require` admitted the caller by this very header
+            raise not_found()
+        try:
+            found = await grounds_client.grounds(case_id, token)
+        except GroundsUnavailableError as exc:
+            log.error("case.grounds_unavailable", case_id=str(case_id), error=str(exc))
+            raise grounds_unavailable() from exc
+        return found.task_ids if found is not None else ()
 
     @app.get(
         "/v1/triage/cases/{case_id}",
@@ -247,7 +292,20 @@ def build(settings: Settings) -> FastAPI:
         tags=["triage"],
         summary="The case's current triage result with its factors, and its history",
     )
-    async def case_triage(case_id: uuid.UUID, _principal: CaseReaderPrincipal) -> CaseTriageView:
+    async def case_triage(
+        case_id: uuid.UUID, principal: CaseReaderPrincipal, http: Request
+    ) -> CaseTriageView:
+        basis = triage_read_basis(principal)
+        if basis is None:
+            raise HTTPException(403, {"code": "forbidden", "message": "not a reader of cases"})
+        grounds: tuple[uuid.UUID, ...] = ()
+        if basis is Basis.OPEN_TASK:
+            grounds = await open_tasks_of(case_id, http)
+            if not grounds:
+                await access_log.denied(
+                    case_id, principal, reason="no open task of the caller's on this case"
+                )
+                raise not_found()
         current = await store.current(case_id)
         if current is None:
             raise not_found()
@@ -262,6 +320,14 @@ def build(settings: Settings) -> FastAPI:
             )
             for e in await store.history(case_id)
         ]
+        # Recorded before it is shown; raises (503) when it cannot be.
+        await access_log.viewed(
+            case_id,
+            principal,
+            reason=basis.value,
+            task_ids=grounds,
+            report_ids=current.case_report_ids,
+        )
         return CaseTriageView(case_id=case_id, current=current, history=history)
 
     @app.post(
@@ -269,14 +335,23 @@ def build(settings: Settings) -> FastAPI:
         response_model=ReportTriagedData,
         responses=errors,
         tags=["triage"],
-        summary="Override the case's classification or priority, with a reason (supervisors)",
+        summary="Override the case's classification or priority, with a reason (supervisors "
+        "with an open task of their agency on the case)",
     )
     async def override_case(
         case_id: uuid.UUID,
         request: OverrideRequest,
         principal: SupervisorPrincipal,
+        http: Request,
         idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
     ) -> ReportTriagedData | JSONResponse:
+        # The override moves deadlines (a lower priority gives more time): only a supervisor
+        # who holds the case may make it, and the event names them as its actor.
+        if not may_change_triage(principal, await open_tasks_of(case_id, http)):
+            await access_log.denied(
+                case_id, principal, reason="override without an open task of the caller's"
+            )
+            raise not_found()
         if request.classification is None and request.priority is None:
             return error_response(
                 422,

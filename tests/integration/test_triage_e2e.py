@@ -125,9 +125,11 @@ async def test_a_second_report_with_a_younger_age_reclassifies_and_reroutes(
     [task] = await wait_for(child_protection_task, within=30, what="the child protection task")
     assert task["priority"] == "P1"
 
-    # Supervisors see the current result with its factors, and the history.
+    # The supervisor of the agency holding the case sees the current result with its
+    # factors, and the history (need-to-know: tests/integration/test_triage_access.py).
     view = await client.get(
-        f"{system.urls['triage']}/v1/triage/cases/{case_id}", headers=system.headers("supervisor")
+        f"{system.urls['triage']}/v1/triage/cases/{case_id}",
+        headers=system.headers("supervisor-erbil-cpu"),
     )
     assert view.status_code == 200, view.text
     body = view.json()
@@ -152,6 +154,13 @@ async def test_a_supervisor_override_is_an_audited_event(
         return of_type(await case_events(system, case_id), EventType.REPORT_TRIAGED) or None
 
     await wait_for(triaged, within=30, what="the first triage result")
+
+    # Only a supervisor whose agency holds a task on the case may override it.
+    async def child_protection_task() -> list[dict[str, Any]] | None:
+        return await tasks_for_case(client, system, "officer-erbil-cpu", case_id) or None
+
+    await wait_for(child_protection_task, within=60, what="the child protection task")
+    supervisor = system.headers("supervisor-erbil-cpu")
     url = f"{system.urls['triage']}/v1/triage/cases/{case_id}/override"
     marker = f"Marker-{uuid.uuid4().hex}"
     body = {"priority": "P1", "reason_code": "risk_reassessed", "reason": f"called {marker}"}
@@ -161,18 +170,18 @@ async def test_a_supervisor_override_is_an_audited_event(
     empty = await client.post(
         url,
         json={"reason_code": "other", "reason": "nothing"},
-        headers=system.headers("supervisor"),
+        headers=supervisor,
     )
     assert (empty.status_code, empty.json()["field"]) == (422, "classification")
     unknown = await client.post(
         f"{system.urls['triage']}/v1/triage/cases/{uuid.uuid4()}/override",
         json=body,
-        headers=system.headers("supervisor"),
+        headers=supervisor,
     )
     assert (unknown.status_code, unknown.json()["code"]) == (404, "case_not_found")
     assert len(await case_events(system, case_id)) == 1  # refusals changed nothing
 
-    headers = {**system.headers("supervisor"), "Idempotency-Key": f"ovr-{uuid.uuid4()}"}
+    headers = {**supervisor, "Idempotency-Key": f"ovr-{uuid.uuid4()}"}
     accepted = await client.post(url, json=body, headers=headers)
     assert accepted.status_code == 200, accepted.text
     assert accepted.json()["priority"] == "P1"
@@ -190,7 +199,10 @@ async def test_a_supervisor_override_is_an_audited_event(
         "report.triaged",
     ]
     overridden = events[1]
-    assert (overridden["actor"]["kind"], overridden["actor"]["id"]) == ("supervisor", "supervisor")
+    assert (overridden["actor"]["kind"], overridden["actor"]["id"]) == (
+        "supervisor",
+        "supervisor-erbil-cpu",
+    )
     assert overridden["data"]["note"]["ciphertext"]  # the reason in words is sealed
     assert marker not in json.dumps(events)
     assert events[3]["data"]["priority"] == "P1"
