@@ -9,7 +9,9 @@ dropped afterwards; nothing is written to the project's topics.
    - one entry per transaction, one after another (a lone event);
    - the ingest path: batches of up to 500 entries per transaction, as the Kafka consumer hands
      them over, sustained over `--sustained` entries (rates per tenth of the run shown, so a
-     slowdown as the tree grows would show);
+     slowdown as the tree grows would show), with the CPU each entry cost this process and,
+     on PostgreSQL, the server's backends (on a shared machine the rates follow the load, the
+     CPU per entry much less; the machine's load average is printed with each table);
    - end to end: `--ingest` records published on a private topic, read by the same reliable
      consumer and recorder the service uses, until the last offset is committed.
 2. A ledger of `--entries` entries (default 1,000,000) on SQLite, built through the same append
@@ -128,14 +130,52 @@ class PostgresDatabase:
 
     async def __aexit__(self, *_exc: object) -> None:
         admin = await asyncpg.connect(self.server)
-        await admin.execute(f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)')
-        await admin.close()
+        try:
+            # An autovacuum worker (a superuser's process, which FORCE may not end) can still be
+            # analysing the tables just written: wait for it to finish rather than leave the
+            # database behind.
+            deadline = time.monotonic() + 120
+            while True:
+                try:
+                    await admin.execute(f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)')
+                    return
+                except asyncpg.InsufficientPrivilegeError:
+                    if time.monotonic() > deadline:
+                        raise
+                    await asyncio.sleep(0.5)
+        finally:
+            await admin.close()
+
+
+def load() -> str:
+    return "load average " + ", ".join(f"{n:.2f}" for n in os.getloadavg())
+
+
+def server_cpu_s(database: str | None) -> float:
+    """CPU seconds used so far by the PostgreSQL backends serving `database` (their process
+    titles name it), read from /proc: the server's side of the cost, on this machine's stack."""
+    if database is None:
+        return 0.0
+    total = 0
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            if database.encode() not in Path(f"/proc/{pid}/cmdline").read_bytes():
+                continue
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # gone meanwhile, or not ours to read
+        total += int(fields[11]) + int(fields[12])  # utime + stime, in clock ticks
+    return total / os.sysconf("SC_CLK_TCK")
 
 
 # 1. append rates ------------------------------------------------------------------------------
 
 
-async def append_rates(url: str, serial: int, sustained: int) -> list[list[object]]:
+async def append_rates(
+    url: str, serial: int, sustained: int, database: str | None = None
+) -> list[list[object]]:
+    """`database`: the PostgreSQL database's name, to count its backends' CPU (None: SQLite,
+    which works inside this process)."""
     ledger = Ledger(url)
     await ledger.create()
     rows: list[list[object]] = []
@@ -145,22 +185,27 @@ async def append_rates(url: str, serial: int, sustained: int) -> list[list[objec
         for entry in one_by_one:
             await ledger.append(entry)
         elapsed = time.perf_counter() - started
-        rows.append(["one entry per transaction", serial, f"{serial / elapsed:,.0f}", "", "", ""])
+        rows.append(
+            ["one entry per transaction", serial, f"{serial / elapsed:,.0f}", "", "", "", "", ""]
+        )
 
         # Only the appends are timed, not making up the entries (the service gets them built).
         batch, tenth = INGEST_BATCH, max(INGEST_BATCH, sustained // 10)
         windows: list[float] = []
-        elapsed = in_window = 0.0
+        elapsed = in_window = cpu = 0.0
+        server_before = server_cpu_s(database)
         for offset in range(0, sustained, batch):
             made = entries(min(batch, sustained - offset), serial + offset)
-            started = time.perf_counter()
+            started, cpu_started = time.perf_counter(), time.process_time()
             await ledger.append_batch(made)
             took = time.perf_counter() - started
+            cpu += time.process_time() - cpu_started
             elapsed += took
             in_window += took
             if (offset + batch) % tenth == 0:
                 windows.append(tenth / in_window)
                 in_window = 0.0
+        server_s = server_cpu_s(database) - server_before
         rows.append(
             [
                 f"batches of {INGEST_BATCH} (the ingest path)",
@@ -169,6 +214,8 @@ async def append_rates(url: str, serial: int, sustained: int) -> list[list[objec
                 f"{min(windows):,.0f}",
                 f"{statistics.median(windows):,.0f}",
                 f"{max(windows):,.0f}",
+                f"{cpu / sustained * 1e6:.0f}",
+                "" if database is None else f"{server_s / sustained * 1e6:.0f}",
             ]
         )
     finally:
@@ -371,6 +418,13 @@ async def main() -> None:
     parser.add_argument("--proofs", type=int, default=2000, help="proof latency samples")
     parser.add_argument("--skip", nargs="*", default=[], choices=["append", "ingest", "big"])
     parser.add_argument(
+        "--stores",
+        nargs="*",
+        default=["sqlite", "postgresql"],
+        choices=["sqlite", "postgresql"],
+        help="the stores the append and ingest rates are measured on",
+    )
+    parser.add_argument(
         "--keep",
         type=Path,
         help="Keep the big ledger in this directory, and reuse it when it is already there",
@@ -382,24 +436,40 @@ async def main() -> None:
     with tempfile.TemporaryDirectory(prefix="ocsea-audit-bench-") as tmp:
         work = Path(tmp)
         big_dir = args.keep or work
+        stores = [name for name in ("SQLite", "PostgreSQL") if name.lower() in args.stores]
         if "append" not in args.skip:
             rows = []
-            for name in ("SQLite", "PostgreSQL"):
+            before = load()
+            for name in stores:
                 if name == "SQLite":
                     url = f"sqlite+aiosqlite:///{work / 'append.db'}"
                     found = await append_rates(url, args.serial, args.sustained)
                 else:
                     async with PostgresDatabase(env["OCSEA_TEST_POSTGRES_URL"]) as url:
-                        found = await append_rates(url, args.serial, args.sustained)
+                        database = url.rsplit("/", 1)[1]
+                        found = await append_rates(url, args.serial, args.sustained, database)
                 rows += [[name, *row] for row in found]
             table(
-                "Durable appends (entries/s; and per tenth of the sustained run)",
-                ["store", "how", "entries", "entries/s", "min tenth", "median tenth", "max tenth"],
+                "Durable appends (entries/s; and per tenth of the sustained run; CPU µs per entry"
+                f" of this process and of the database server's backends). {before} before,"
+                f" {load()} after",
+                [
+                    "store",
+                    "how",
+                    "entries",
+                    "entries/s",
+                    "min tenth",
+                    "median tenth",
+                    "max tenth",
+                    "CPU µs/entry (bench)",
+                    "CPU µs/entry (server)",
+                ],
                 rows,
             )
         if "ingest" not in args.skip:
             rows = []
-            for name in ("SQLite", "PostgreSQL"):
+            before = load()
+            for name in stores:
                 if name == "SQLite":
                     url = f"sqlite+aiosqlite:///{work / 'ingest.db'}"
                     rate, elapsed = await ingest_rate(url, env, args.ingest)
@@ -408,7 +478,8 @@ async def main() -> None:
                         rate, elapsed = await ingest_rate(url, env, args.ingest)
                 rows.append([name, args.ingest, f"{elapsed:.1f}", f"{rate:,.0f}"])
             table(
-                "Kafka → ledger, committed (the service's consumer and recorder, a private topic)",
+                "Kafka → ledger, committed (the service's consumer and recorder, a private topic)."
+                f" {before} before, {load()} after",
                 ["store", "records", "seconds", "entries/s"],
                 rows,
             )

@@ -19,7 +19,9 @@ written share the next one (one durable commit for many entries). They are seria
 in-process lock plus, on PostgreSQL, a transaction-scoped advisory lock, so replicas sharing a
 database still produce dense leaf indexes; on SQLite the transaction takes the write lock at once
 (``BEGIN IMMEDIATE``). The caller (the Kafka consumer) commits its offset only after ``append``
-returned, i.e. after the entry and its nodes are durable.
+returned, i.e. after the entry and its nodes are durable. On PostgreSQL a batch is, in the usual
+case, one statement and one round trip: the writer remembers the tree it committed last, and the
+statement checks the database still holds it before inserting (see ``_PostgresAppender``).
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
+import asyncpg
 from sqlalchemy import (
     BigInteger,
     Column,
@@ -57,7 +60,7 @@ from sqlalchemy import (
     text,
 )
 from sqlalchemy.dialects import sqlite
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import Connection, Dialect
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.sql.elements import TextClause
 
@@ -132,7 +135,8 @@ def _postgres_guards(table: str) -> list[str]:
     ]
 
 
-_ADVISORY_LOCK_KEY = 0x0C5EA
+ADVISORY_LOCK_KEY = 0x0C5EA
+"""The PostgreSQL advisory lock every writer of the ledger holds while it appends."""
 # Durable: WAL synced on every commit. Patient: a writer in another process waits its turn.
 _SQLITE_PRAGMAS = (
     "PRAGMA journal_mode=WAL",
@@ -194,11 +198,22 @@ class SearchFilter:
     limit: int = 100
 
 
+@dataclass(frozen=True)
+class TreeState:
+    """A tree as a writer needs it to append: its size and its peaks (the hashes of
+    ``merkle.root_nodes(size)``, from which every node an append reads can be derived)."""
+
+    size: int
+    peaks: dict[merkle.NodeKey, bytes]
+
+
 @dataclass
 class AppendPlan:
     results: list[Appended]
     entry_rows: list[dict[str, Any]]
     node_rows: list[dict[str, Any]]
+    tree: TreeState
+    """The tree once these rows are written."""
 
 
 def plan_appends(
@@ -215,7 +230,7 @@ def plan_appends(
     """
     known = dict(known)
     nodes = dict(nodes)
-    plan = AppendPlan([], [], [])
+    plan = AppendPlan([], [], [], TreeState(size, {}))
     for new in entries:
         if new.dedup_key in known:
             plan.results.append(Appended(known[new.dedup_key], False))
@@ -245,6 +260,10 @@ def plan_appends(
         known[new.dedup_key] = seq
         plan.results.append(Appended(seq, True))
         size += 1
+    # A peak missing from `nodes` (a damaged ledger) stays missing: appending fails only once
+    # it needs that node, as it did when every append read the peaks from the database.
+    peaks = {key: nodes[key] for key in merkle.root_nodes(size) if key in nodes}
+    plan.tree = TreeState(size, peaks)
     return plan
 
 
@@ -383,6 +402,165 @@ def _chunks(items: Sequence[Any], size: int) -> Iterable[Sequence[Any]]:
         yield items[start : start + size]
 
 
+def _array_type(column: Column[Any], dialect: Dialect) -> str:
+    """The column's PostgreSQL type for an array parameter, without its length: an explicit cast
+    to VARCHAR(n) would cut an overlong value short silently, where the insert refuses it."""
+    return column.type.compile(dialect=dialect).split("(")[0] + "[]"
+
+
+def _append_statement(dialect: Dialect) -> str:
+    """One statement that appends a planned batch only if the tree is still the one it was
+    planned on: same size, same peaks, none of its dedup keys recorded. It returns whether it
+    wrote; outside a transaction block it is a transaction of its own (all rows or none), and
+    its reply comes after the commit, so a returned ``true`` is durable.
+
+    Parameters: $1 the advisory lock key, $2 the expected size, $3-$5 the expected peaks (levels,
+    indexes, hashes), then one array per column of ``audit_entries`` and of ``audit_nodes``.
+
+    The checks read the statement's snapshot, taken before the lock is granted. A writer that
+    committed in between is caught all the same: the first leaf index it used is this batch's
+    first, so the inserts hit the primary key and the statement fails as a whole.
+    """
+    entry_columns, node_columns = list(audit_entries.columns), list(audit_nodes.columns)
+    first_entry = 6
+    first_node = first_entry + len(entry_columns)
+    dedup = first_entry + [c.name for c in entry_columns].index("dedup_key")
+    keys = f"${dedup}::{_array_type(audit_entries.c.dedup_key, dialect)}"
+
+    def names(columns: list[Column[Any]]) -> str:
+        return ", ".join(c.name for c in columns)
+
+    def arrays(columns: list[Column[Any]], first: int) -> str:
+        return ", ".join(f"${first + n}::{_array_type(c, dialect)}" for n, c in enumerate(columns))
+
+    return f"""
+        WITH turn AS MATERIALIZED (SELECT pg_advisory_xact_lock($1::bigint)),
+        state AS MATERIALIZED (
+            SELECT
+                (SELECT coalesce(max(idx) + 1, 0) FROM audit_nodes WHERE level = 0) = $2::bigint
+                AND NOT EXISTS (SELECT FROM audit_entries WHERE dedup_key = ANY({keys}))
+                AND (
+                    SELECT count(*)
+                    FROM unnest($3::smallint[], $4::bigint[], $5::bytea[]) AS p(level, idx, hash)
+                    JOIN audit_nodes AS n
+                      ON n.level = p.level AND n.idx = p.idx AND n.hash = p.hash
+                ) = cardinality($3::smallint[])
+                AS ok
+            FROM turn
+        ),
+        entries AS (
+            INSERT INTO audit_entries ({names(entry_columns)})
+            SELECT * FROM unnest({arrays(entry_columns, first_entry)})
+            WHERE (SELECT ok FROM state)
+        ),
+        nodes AS (
+            INSERT INTO audit_nodes ({names(node_columns)})
+            SELECT * FROM unnest({arrays(node_columns, first_node)})
+            WHERE (SELECT ok FROM state)
+        )
+        SELECT ok FROM state
+    """  # noqa: S608 (names and types from the table definitions above, values as parameters)
+
+
+class _PostgresAppender:
+    """Appends on PostgreSQL in one round trip per batch.
+
+    The writer keeps the tree it last committed (size and peaks), plans the next batch on it
+    and sends it as one statement (`_append_statement`) that checks the database still holds that
+    tree and inserts every entry and node row from column arrays. The first batch, a batch after
+    a failure, and a batch whose check fails (some of its entries are recorded already: a
+    redelivery) or whose insert collides (a replica appended in between) go the long way: a
+    transaction that takes the lock, reads the recorded keys, the size and the peaks, and then
+    sends the same statement.
+
+    Why: at 500 entries a batch, the transaction of seven statements with a row-at-a-time insert
+    per table cost the server about 63 µs of CPU per entry, one multi-row insert about 35 µs;
+    and on a busy machine every further round trip waits for the server process to be
+    scheduled. Plain asyncpg on one kept connection, not SQLAlchemy: the column arrays go
+    straight to asyncpg's binary codecs, and a pool checkout (with its liveness ping) cost as
+    much as the statement.
+    """
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = engine
+        self._connection: AsyncConnection | None = None
+        self._tree: TreeState | None = None
+        self._statement = _append_statement(engine.dialect)
+
+    async def write(self, entries: Sequence[NewEntry]) -> list[Appended]:
+        if not entries:
+            return []
+        if self._connection is None:
+            self._connection = await self._engine.connect()
+        connection = self._connection
+        try:
+            raw = await connection.get_raw_connection()
+            return await self._write(raw.driver_connection, entries)
+        except BaseException:
+            # Whatever failed, the commit's outcome may be unknown: start over from the database.
+            self._connection, self._tree = None, None
+            await connection.invalidate()
+            await connection.close()
+            raise
+
+    async def _write(self, pg: Any, entries: Sequence[NewEntry]) -> list[Appended]:
+        tree = self._tree
+        self._tree = None  # known again only once this batch's outcome is
+        if tree is not None:
+            plan = plan_appends(entries, {}, tree.size, tree.peaks, utc_now())
+            try:
+                if await self._insert(pg, tree, plan):
+                    self._tree = plan.tree
+                    return plan.results
+            except asyncpg.UniqueViolationError:
+                pass  # another writer appended first; the locked path below sorts it out
+        async with pg.transaction():
+            # Replicas sharing the database take turns, so leaf indexes stay dense.
+            await pg.execute("SELECT pg_advisory_xact_lock($1)", ADVISORY_LOCK_KEY)
+            rows = await pg.fetch(
+                "SELECT dedup_key, seq FROM audit_entries WHERE dedup_key = ANY($1::text[])",
+                list(dict.fromkeys(e.dedup_key for e in entries)),
+            )
+            known = {row["dedup_key"]: int(row["seq"]) for row in rows}
+            last = await pg.fetchval("SELECT max(idx) FROM audit_nodes WHERE level = 0")
+            size = 0 if last is None else int(last) + 1
+            peaks = merkle.root_nodes(size)
+            rows = await pg.fetch(
+                "SELECT level, idx, hash FROM audit_nodes WHERE (level, idx) IN"
+                " (SELECT * FROM unnest($1::smallint[], $2::bigint[]))",
+                [level for level, _ in peaks],
+                [index for _, index in peaks],
+            )
+            tree = TreeState(size, {(int(r[0]), int(r[1])): bytes(r[2]) for r in rows})
+            plan = plan_appends(entries, known, tree.size, tree.peaks, utc_now())
+            if plan.entry_rows and not await self._insert(pg, tree, plan):
+                # Only a writer that ignores the lock (someone by hand) gets here; the caller
+                # retries, and the next attempt reads the ledger afresh.
+                raise RuntimeError("the audit ledger changed while this writer held its lock")
+        self._tree = plan.tree
+        return plan.results
+
+    async def _insert(self, pg: Any, tree: TreeState, plan: AppendPlan) -> bool:
+        peaks = list(tree.peaks.items())
+        # `fetch`, not `fetchval`: no row limit on the portal, the plain run-to-completion path.
+        rows = await pg.fetch(
+            self._statement,
+            ADVISORY_LOCK_KEY,
+            tree.size,
+            [level for (level, _), _ in peaks],
+            [index for (_, index), _ in peaks],
+            [value for _, value in peaks],
+            *([row[c.name] for row in plan.entry_rows] for c in audit_entries.columns),
+            *([row[c.name] for row in plan.node_rows] for c in audit_nodes.columns),
+        )
+        return bool(rows[0][0])
+
+    async def close(self) -> None:
+        if self._connection is not None:
+            await self._connection.close()
+            self._connection = None
+
+
 class Ledger:
     def __init__(self, url: str, *, max_batch: int = MAX_BATCH) -> None:
         if url.startswith("sqlite"):
@@ -391,7 +569,7 @@ class Ledger:
                 Path(database).parent.mkdir(parents=True, exist_ok=True)
         self.url = url
         self._sqlite: _SqliteDirect | None = None
-        self._pg_writer: AsyncConnection | None = None
+        self._postgres: _PostgresAppender | None = None
         if url.startswith("sqlite"):
             # Reads run without a transaction (one SELECT is atomic), so a connection going
             # back to the pool has nothing to roll back: skipping that halves a proof's latency.
@@ -403,6 +581,8 @@ class Ledger:
         else:
             self.engine = create_async_engine(url, pool_pre_ping=True)
         self._is_postgres = self.engine.dialect.name == "postgresql"
+        if self._is_postgres:
+            self._postgres = _PostgresAppender(self.engine)
         self._append_lock = asyncio.Lock()
         self._pending: list[_Pending] = []
         self._writer: asyncio.Task[None] | None = None
@@ -427,8 +607,8 @@ class Ledger:
             await asyncio.gather(self._writer, return_exceptions=True)
         if self._sqlite is not None:
             await self._sqlite.close()
-        if self._pg_writer is not None:
-            await self._pg_writer.close()
+        if self._postgres is not None:
+            await self._postgres.close()
         await self.engine.dispose()
 
     async def ping(self) -> None:
@@ -469,8 +649,8 @@ class Ledger:
         async with self._append_lock:
             if self._sqlite is not None:
                 return await self._sqlite.write(entries)
-            if self._is_postgres:
-                return await self._append_postgres(entries)
+            if self._postgres is not None:
+                return await self._postgres.write(entries)
             async with self._write_transaction() as conn:
                 known = await self._known_keys(conn, [e.dedup_key for e in entries])
                 size = await self._size(conn)
@@ -480,61 +660,6 @@ class Ledger:
                     await conn.execute(audit_entries.insert(), plan.entry_rows)
                     await conn.execute(audit_nodes.insert(), plan.node_rows)
                 return plan.results
-
-    async def _append_postgres(self, entries: Sequence[NewEntry]) -> list[Appended]:
-        """The append transaction in plain asyncpg on a pooled connection: through the ORM
-        layer each of its seven statements cost a millisecond of overhead before its work."""
-        if self._pg_writer is None:
-            # One connection kept for appends: they are serialised anyway, and a pool checkout
-            # (with its liveness ping) cost as much as the transaction itself.
-            self._pg_writer = await self.engine.connect()
-        conn = self._pg_writer
-        try:
-            return await self._append_postgres_on(conn, entries)
-        except BaseException:
-            self._pg_writer = None
-            await conn.invalidate()
-            await conn.close()
-            raise
-
-    @staticmethod
-    async def _append_postgres_on(
-        conn: AsyncConnection, entries: Sequence[NewEntry]
-    ) -> list[Appended]:
-        raw = await conn.get_raw_connection()
-        pg: Any = raw.driver_connection
-        async with pg.transaction():
-            # Replicas sharing the database take turns, so leaf indexes stay dense.
-            await pg.execute("SELECT pg_advisory_xact_lock($1)", _ADVISORY_LOCK_KEY)
-            keys = list(dict.fromkeys(e.dedup_key for e in entries))
-            rows = await pg.fetch(
-                "SELECT dedup_key, seq FROM audit_entries WHERE dedup_key = ANY($1::text[])",
-                keys,
-            )
-            known = {row["dedup_key"]: int(row["seq"]) for row in rows}
-            last = await pg.fetchval("SELECT max(idx) FROM audit_nodes WHERE level = 0")
-            size = 0 if last is None else int(last) + 1
-            peaks = merkle.root_nodes(size)
-            rows = await pg.fetch(
-                "SELECT level, idx, hash FROM audit_nodes WHERE (level, idx) IN"
-                " (SELECT * FROM unnest($1::smallint[], $2::bigint[]))",
-                [level for level, _ in peaks],
-                [index for _, index in peaks],
-            )
-            nodes = {(int(r["level"]), int(r["idx"])): bytes(r["hash"]) for r in rows}
-            plan = plan_appends(entries, known, size, nodes, utc_now())
-            if plan.entry_rows:
-                columns = [c.name for c in audit_entries.columns]
-                await pg.executemany(
-                    f"INSERT INTO audit_entries ({', '.join(columns)}) VALUES "  # noqa: S608
-                    f"({', '.join(f'${n}' for n in range(1, len(columns) + 1))})",
-                    [tuple(row[c] for c in columns) for row in plan.entry_rows],
-                )
-                await pg.executemany(
-                    "INSERT INTO audit_nodes (level, idx, hash) VALUES ($1, $2, $3)",
-                    [(r["level"], r["idx"], r["hash"]) for r in plan.node_rows],
-                )
-            return plan.results
 
     @asynccontextmanager
     async def _write_transaction(self) -> AsyncIterator[AsyncConnection]:
