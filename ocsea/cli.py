@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Annotated
+from collections.abc import Coroutine
+from pathlib import Path
+from typing import Annotated, Any, NoReturn
 
+import structlog
 import typer
 
-from ocsea.runtime.logging import configure_logging
+from ocsea.bench_cli import bench as bench_command
+from ocsea.runtime.logging import configure_logging, get_logger
 from ocsea.runtime.settings import Settings
 from ocsea.runtime.telemetry import tracer_provider
 from ocsea.stack import app as stack_app
@@ -19,18 +23,35 @@ contracts_app = typer.Typer(help="Event and API contracts", no_args_is_help=True
 app.add_typer(contracts_app, name="contracts")
 
 app.add_typer(stack_app, name="stack", help="The local Kafka, Redis and PostgreSQL stack")
+app.command("bench")(bench_command)
 
 
-def _run(names: list[str]) -> None:
-    from ocsea.runner import prepare_local, serve
-
+def _settings() -> Settings:
     settings = Settings()
     configure_logging(settings.log_level, json=settings.log_json)
+    return settings
+
+
+def _run(names: list[str]) -> NoReturn:
+    """The named services in this process, on one event loop."""
+    from ocsea.runner import prepare_local, serve
+
+    settings = _settings()
     tracer_provider("ocsea-" + ("-".join(names) if len(names) < 4 else "all"))
     for note in prepare_local(settings):
         print(note, flush=True)
     print(f"starting {', '.join(names)} (Kafka {settings.kafka_bootstrap}) …", flush=True)
-    raise typer.Exit(asyncio.run(serve(settings, names)))
+    raise typer.Exit(_until_done(serve(settings, names)))
+
+
+def _until_done(main: Coroutine[Any, Any, int]) -> int:
+    """Run a service's event loop; a crash is logged as one JSON line (the traceback without
+    local variables, which may hold secrets or case data) and exits 1."""
+    try:
+        return asyncio.run(main)
+    except Exception:
+        get_logger("ocsea.run").exception("service.crashed")
+        return 1
 
 
 @app.command()
@@ -38,15 +59,73 @@ def run(
     only: Annotated[
         str | None, typer.Option(help="Comma-separated subset, e.g. intake,triage")
     ] = None,
+    replicas: Annotated[
+        str | None,
+        typer.Option(
+            help="Processes per service, e.g. triage=2,routing=2: replicas of an HTTP service "
+            "share its port (SO_REUSEPORT) and split its Kafka partitions"
+        ),
+    ] = None,
+    single_process: Annotated[
+        bool, typer.Option("--single-process", help="All services in this one process")
+    ] = False,
 ) -> None:
-    """Run all four services in one process."""
-    from ocsea.runner import SERVICES
+    """Run the services, each in its own supervised process (restarted if it dies)."""
+    from ocsea import runner
 
-    names = [n.strip() for n in only.split(",")] if only else list(SERVICES)
-    unknown = [n for n in names if n not in SERVICES]
-    if unknown:
-        raise typer.BadParameter(f"unknown service(s): {', '.join(unknown)}", param_hint="--only")
-    _run(names)
+    try:
+        names, notes = runner.select_services(only)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--only") from exc
+    try:
+        counts = runner.parse_replicas(replicas, names)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--replicas") from exc
+    if single_process and replicas:
+        raise typer.BadParameter("replicas need a process each", param_hint="--replicas")
+    for note in notes:
+        print(note, flush=True)
+    if single_process:
+        _run(names)
+    settings = _settings()
+    busy = runner.ports_in_use(settings, names)
+    if busy:
+        print(
+            f"cannot start: port in use for {', '.join(busy)}. Is another `ocsea run` still "
+            "running or stopping? (OCSEA_<SERVICE>_PORT moves a service)",
+            flush=True,
+        )
+        raise typer.Exit(1)
+    for note in runner.prepare_local(settings):
+        print(note, flush=True)
+    processes = sum(counts.values())
+    print(
+        f"starting {', '.join(names)} as {processes} processes "
+        f"(Kafka {settings.kafka_bootstrap}; pid files in {runner.run_dir(settings)}) …",
+        flush=True,
+    )
+    raise typer.Exit(asyncio.run(runner.supervise(settings, counts)))
+
+
+@app.command("serve-one", hidden=True)
+def serve_one(
+    name: str,
+    replica: Annotated[int, typer.Option(min=0)] = 0,
+    reuse_port: Annotated[bool, typer.Option("--reuse-port")] = False,
+    ready_file: Annotated[Path | None, typer.Option()] = None,
+) -> None:
+    """One service process, as `ocsea run` starts it (local files already prepared)."""
+    from ocsea.runner import SERVICES, serve_one
+
+    if name not in SERVICES:
+        raise typer.BadParameter(f"unknown service {name!r}", param_hint="NAME")
+    settings = _settings()
+    # Every log line of the process names its service and replica.
+    structlog.contextvars.bind_contextvars(service=name, replica=replica)
+    tracer_provider(f"ocsea-{name}")
+    raise typer.Exit(
+        _until_done(serve_one(settings, name, reuse_port=reuse_port, ready_file=ready_file))
+    )
 
 
 @app.command()

@@ -1,13 +1,42 @@
-"""Run one or several services' HTTP apps in one asyncio process (`ocsea run`)."""
+"""Run the services: each in its own supervised OS process (`ocsea run`), or all in one.
+
+`ocsea run` is a small supervisor (`ocsea.supervisor`): it prepares the local files once, then
+starts every service as `ocsea serve-one <service>`, a process with its own event loop, so a
+slow step in one service (a big XML document, a ledger fsync) never stalls another's. A service
+process that dies is restarted; Ctrl+C stops them all.
+
+Replicas (`--replicas triage=2,routing=2`) are more processes of the same service:
+
+- **HTTP**: every replica binds its own listening socket to the service's one port with
+  `SO_REUSEPORT`, and the kernel spreads new connections across the replicas' sockets (a
+  connection stays with the replica that accepted it). No proxy in front, and the ports stay
+  the same. A replica that dies takes its own accepted connections with it; new ones go to the
+  others until it is back.
+- **Kafka**: every replica joins the service's consumer group with the same group id, so Kafka
+  splits the topics' partitions between them (more replicas than partitions leaves some idle:
+  see `OCSEA_TOPIC_PARTITIONS`). Whatever a replica leaves uncommitted when it dies is
+  redelivered to whichever replica takes its partitions, and the consumers' idempotence makes
+  that harmless.
+
+`--single-process` keeps everything in one process and one event loop, as `ocsea intake` (and
+the other one-service commands) do.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib
+import importlib.util
+import os
 import signal
+import socket
+import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
+import httpx
 import uvicorn
 from fastapi import FastAPI
 
@@ -15,32 +44,108 @@ from ocsea.runtime.auth import DemoAgency, ensure_demo_principals
 from ocsea.runtime.crypto import load_or_create_master_key
 from ocsea.runtime.logging import get_logger
 from ocsea.runtime.settings import Settings
-from services.audit.app import build as build_audit
-from services.intake.app import build as build_intake
-from services.routing.app import build as build_routing
-from services.routing.directory import load_directory
-from services.triage.app import build as build_triage
+from ocsea.supervisor import ChildSpec, Supervisor, SupervisorSettings, write_pid_file
 
 log = get_logger("ocsea.run")
+
+READY_POLL_S = 0.2
+ORPHAN_CHECK_S = 1.0
 
 
 @dataclass(frozen=True)
 class ServiceSpec:
     name: str
-    build: Callable[[Settings], FastAPI]
+    module: str
+    """Holds `build(settings) -> FastAPI`; imported only by the process that runs it."""
     port: Callable[[Settings], int]
+    replicable: bool = True
+    why_single: str = ""
+    optional: bool = False
+    """Left out, with a note, where its module is not there."""
+    ready_path: str = "/readyz"
+
+    def available(self) -> bool:
+        try:
+            return importlib.util.find_spec(self.module) is not None
+        except ModuleNotFoundError:  # its package is missing too
+            return False
+
+    def build(self, settings: Settings) -> FastAPI:
+        builder: Callable[[Settings], FastAPI] = importlib.import_module(self.module).build
+        return builder(settings)
 
 
 SERVICES: dict[str, ServiceSpec] = {
-    "intake": ServiceSpec("intake", build_intake, lambda s: s.intake_port),
-    "triage": ServiceSpec("triage", build_triage, lambda s: s.triage_port),
-    "routing": ServiceSpec("routing", build_routing, lambda s: s.routing_port),
-    "audit": ServiceSpec("audit", build_audit, lambda s: s.audit_port),
+    spec.name: spec
+    for spec in (
+        ServiceSpec("intake", "services.intake.app", lambda s: s.intake_port),
+        ServiceSpec("triage", "services.triage.app", lambda s: s.triage_port),
+        ServiceSpec("routing", "services.routing.app", lambda s: s.routing_port),
+        ServiceSpec(
+            "audit",
+            "services.audit.app",
+            lambda s: s.audit_port,
+            replicable=False,
+            why_single="the ledger has a single writer, which appends to one tree in order",
+        ),
+        ServiceSpec(
+            "console",
+            "services.console.app",
+            lambda s: s.console_port,
+            replicable=False,
+            why_single="it serves people, not load",
+            optional=True,
+        ),
+    )
 }
+
+
+def select_services(only: str | None) -> tuple[list[str], list[str]]:
+    """The services to run (all, or the comma-separated `only`), and a note for each optional
+    service left out because it is not there. Raises ValueError naming what is wrong."""
+    if not only:
+        names = [s.name for s in SERVICES.values() if not s.optional or s.available()]
+        notes = [
+            f"{s.name}: skipped ({s.module} is not there)"
+            for s in SERVICES.values()
+            if s.optional and not s.available()
+        ]
+        return names, notes
+    names = list(dict.fromkeys(n.strip() for n in only.split(",") if n.strip()))
+    unknown = [n for n in names if n not in SERVICES]
+    if unknown or not names:
+        raise ValueError(
+            f"unknown service(s): {', '.join(unknown) or '(none given)'}; "
+            f"choose from {', '.join(SERVICES)}"
+        )
+    missing = [n for n in names if not SERVICES[n].available()]
+    if missing:
+        raise ValueError(f"not available here: {', '.join(missing)}")
+    return names, []
+
+
+def parse_replicas(text: str | None, names: list[str]) -> dict[str, int]:
+    """`triage=2,routing=2` → processes per service to run (1 where not given)."""
+    counts = dict.fromkeys(names, 1)
+    for item in (text or "").split(","):
+        if not item.strip():
+            continue
+        name, sep, value = (part.strip() for part in item.partition("="))
+        if not sep or not value.isdigit() or int(value) < 1:
+            raise ValueError(f"expected service=count with a count of 1 or more, got {item!r}")
+        if name not in counts:
+            raise ValueError(f"{name!r} is not among the services to run ({', '.join(names)})")
+        spec = SERVICES[name]
+        if int(value) > 1 and not spec.replicable:
+            raise ValueError(f"{name} runs as one process: {spec.why_single}")
+        counts[name] = int(value)
+    return counts
 
 
 def prepare_local(settings: Settings) -> list[str]:
     """Create what a local run needs and lacks: var/, demo principals, the master key."""
+    from services.routing.directory import load_directory
+
     notes: list[str] = []
     settings.var_dir.mkdir(parents=True, exist_ok=True)
     if settings.principals_file is None:
@@ -57,28 +162,51 @@ def prepare_local(settings: Settings) -> list[str]:
     return notes
 
 
+def url_of(settings: Settings, name: str) -> str:
+    return f"http://{settings.host}:{SERVICES[name].port(settings)}"
+
+
+def where(settings: Settings, name: str) -> str:
+    url = url_of(settings, name)
+    return url if SERVICES[name].optional else f"{url}  (OpenAPI: {url}/docs)"
+
+
+# -- serving in this process -------------------------------------------------------------------
+
+
 class _Server(uvicorn.Server):
-    """Signals are handled once for all servers of the process, not by each one."""
+    """Signals are handled by us, once per process, not by each server."""
 
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
         yield
 
 
-async def serve(settings: Settings, names: list[str]) -> int:
-    servers = []
-    for name in names:
-        spec = SERVICES[name]
-        config = uvicorn.Config(
-            spec.build(settings),
+def _on_stop_signals(stop: Callable[[], None]) -> None:
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop)
+
+
+def _server(app: FastAPI, settings: Settings, port: int) -> _Server:
+    return _Server(
+        uvicorn.Config(
+            app,
             host=settings.host,
-            port=spec.port(settings),
+            port=port,
             log_config=None,
             access_log=False,
             lifespan="on",
         )
-        servers.append((spec, _Server(config)))
+    )
 
+
+async def serve(settings: Settings, names: list[str]) -> int:
+    """Every named service in this process, on one event loop (`--single-process`)."""
+    servers = [
+        (spec, _server(spec.build(settings), settings, spec.port(settings)))
+        for spec in (SERVICES[name] for name in names)
+    ]
     requested = asyncio.Event()
 
     def stop_all() -> None:
@@ -89,10 +217,7 @@ async def serve(settings: Settings, names: list[str]) -> int:
         requested.set()
         stop_all()
 
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, on_signal)
-
+    _on_stop_signals(on_signal)
     tasks = [asyncio.create_task(server.serve(), name=spec.name) for spec, server in servers]
 
     async def announce() -> None:
@@ -101,9 +226,8 @@ async def serve(settings: Settings, names: list[str]) -> int:
                 return
             await asyncio.sleep(0.1)
         for spec, _ in servers:
-            url = f"http://{settings.host}:{spec.port(settings)}"
-            log.info("service.listening", service=spec.name, url=url)
-            print(f"  {spec.name:<8} {url}  (OpenAPI: {url}/docs)", flush=True)
+            log.info("service.listening", service=spec.name, url=url_of(settings, spec.name))
+            print(f"  {spec.name:<8} {where(settings, spec.name)}", flush=True)
         print("ready: press Ctrl+C to stop", flush=True)
 
     announcer = asyncio.create_task(announce())
@@ -121,3 +245,133 @@ async def serve(settings: Settings, names: list[str]) -> int:
         )
         return 1
     return 0
+
+
+# -- one service process under the supervisor -------------------------------------------------
+
+
+def listening_socket(host: str, port: int, *, reuse_port: bool) -> socket.socket:
+    """A socket bound to the service's port; with `reuse_port`, its replicas bind it too and
+    the kernel spreads connections between them."""
+    family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind(address)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+def ports_in_use(settings: Settings, names: list[str]) -> list[str]:
+    """The services whose port something else already listens on (checked before starting,
+    so that replicas never end up sharing a port with a stranger)."""
+    busy = []
+    for name in names:
+        port = SERVICES[name].port(settings)
+        try:
+            listening_socket(settings.host, port, reuse_port=False).close()
+        except OSError:
+            busy.append(f"{name} ({settings.host}:{port})")
+    return busy
+
+
+async def _report_ready(app: FastAPI, server: _Server, path: str, ready_file: Path) -> None:
+    """Once this process serves and its own readiness check passes, say so in `ready_file`.
+
+    The check is asked of this process's app directly: through the port it could be answered
+    by another replica.
+    """
+    while not server.started:  # noqa: ASYNC110 - uvicorn signals it no other way
+        await asyncio.sleep(READY_POLL_S)
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://self") as client:
+        while (await client.get(path)).status_code != 200:  # noqa: ASYNC110 - a probe
+            await asyncio.sleep(READY_POLL_S)
+    await asyncio.to_thread(ready_file.write_text, f"{os.getpid()}\n")
+
+
+async def _stop_when_orphaned(stop: Callable[[], None]) -> None:
+    """A supervisor killed outright cannot stop its children: they stop themselves."""
+    parent = os.getppid()
+    while os.getppid() == parent:  # noqa: ASYNC110 - the kernel does not tell
+        await asyncio.sleep(ORPHAN_CHECK_S)
+    log.warning("service.orphaned", supervisor_pid=parent)
+    stop()
+
+
+async def serve_one(
+    settings: Settings, name: str, *, reuse_port: bool, ready_file: Path | None
+) -> int:
+    """One service in this process (`ocsea serve-one`): 0 once asked to stop, 1 if it ended
+    on its own (e.g. it could not start)."""
+    spec = SERVICES[name]
+    app = spec.build(settings)
+    server = _server(app, settings, spec.port(settings))
+    sock = listening_socket(settings.host, spec.port(settings), reuse_port=reuse_port)
+    requested = asyncio.Event()
+
+    def stop() -> None:
+        requested.set()
+        server.should_exit = True
+
+    _on_stop_signals(stop)
+    helpers = [asyncio.create_task(_stop_when_orphaned(stop))]
+    if ready_file is not None:
+        helpers.append(asyncio.create_task(_report_ready(app, server, spec.ready_path, ready_file)))
+    try:
+        await server.serve(sockets=[sock])
+    finally:
+        for helper in helpers:
+            helper.cancel()
+        sock.close()
+    return 0 if requested.is_set() else 1
+
+
+# -- the supervisor ----------------------------------------------------------------------------
+
+
+def run_dir(settings: Settings) -> Path:
+    """Where pid files (`<service>-<replica>.pid`) and ready markers are."""
+    return settings.var_dir / "run"
+
+
+def child_specs(settings: Settings, replicas: dict[str, int]) -> list[ChildSpec]:
+    specs = []
+    for name, count in replicas.items():
+        for replica in range(count):
+            ready_file = run_dir(settings) / f"{name}-{replica}.ready"
+            argv = [sys.executable, "-m", "ocsea.cli", "serve-one", name, "--replica", str(replica)]
+            argv += ["--ready-file", str(ready_file)]
+            if count > 1:
+                argv.append("--reuse-port")
+            specs.append(
+                ChildSpec(
+                    service=name,
+                    replica=replica,
+                    argv=tuple(argv),
+                    pid_file=run_dir(settings) / f"{name}-{replica}.pid",
+                    ready_file=ready_file,
+                )
+            )
+    return specs
+
+
+async def supervise(settings: Settings, replicas: dict[str, int]) -> int:
+    """Each service (and replica) in its own process, kept running until Ctrl+C."""
+    config = SupervisorSettings()
+    supervisor = Supervisor(
+        child_specs(settings, replicas),
+        config.policy(),
+        stop_grace_s=config.stop_grace_s,
+        where={name: where(settings, name) for name in replicas},
+    )
+    pid_file = run_dir(settings) / "supervisor.pid"
+    write_pid_file(pid_file)
+    try:
+        return await supervisor.run()
+    finally:
+        pid_file.unlink(missing_ok=True)
