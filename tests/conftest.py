@@ -137,6 +137,9 @@ def start_system(
         "OCSEA_VAR_DIR": str(var_dir),
         "OCSEA_CONSUMER_GROUP_PREFIX": group_prefix,
         "OCSEA_CONSUMER_BACKOFF_INITIAL_S": "0.05",
+        # A test system's new consumer groups start at the topics' end: they must not replay
+        # every earlier test's reports on the shared broker before handling their own.
+        "OCSEA_CONSUMER_NEW_GROUP_START": "now",
         "OCSEA_SUPERVISOR_RESTART_BACKOFF_INITIAL_S": "0.1",
         "OCSEA_TRACE_FILE": str(var_dir / "spans.jsonl"),
         "OCSEA_LOG_LEVEL": "DEBUG",

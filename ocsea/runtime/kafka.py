@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 from faststream.kafka import KafkaBroker
@@ -63,6 +64,43 @@ async def ensure_topics(settings: Settings, names: Iterable[str]) -> list[str]:
         return missing
     finally:
         await admin.close()
+
+
+async def start_new_groups_at_end(
+    bootstrap: str, groups: Iterable[tuple[str, Sequence[str]]]
+) -> None:
+    """Commit the current end offsets for each (group, topics) partition the group has never
+    committed: a group new to existing topics starts from now instead of replaying history
+    (`OCSEA_CONSUMER_NEW_GROUP_START=now`, for test systems on a shared broker)."""
+    groups = list(groups)
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        wanted = sorted({topic for _, names in groups for topic in names})
+        described = await admin.describe_topics(wanted)
+    finally:
+        await admin.close()
+    partitions_of = {
+        str(d["topic"]): sorted(int(p["partition"]) for p in d.get("partitions", []))
+        for d in described
+        if not d.get("error_code")
+    }
+    for group_id, names in groups:
+        partitions = [TopicPartition(t, p) for t in names for p in partitions_of.get(t, [])]
+        if not partitions:
+            continue
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=bootstrap, group_id=group_id, enable_auto_commit=False
+        )
+        await consumer.start()
+        try:
+            consumer.assign(partitions)
+            never = [tp for tp in partitions if await consumer.committed(tp) is None]
+            if never:
+                ends = await consumer.end_offsets(never)
+                await consumer.commit({tp: offset for tp, offset in ends.items()})
+        finally:
+            await consumer.stop()
 
 
 def project_topics() -> list[str]:

@@ -31,7 +31,12 @@ from ocsea.runtime.consumer import (
     ReliableConsumer,
     RetryPolicy,
 )
-from ocsea.runtime.kafka import ensure_topics, make_broker, project_topics
+from ocsea.runtime.kafka import (
+    ensure_topics,
+    make_broker,
+    project_topics,
+    start_new_groups_at_end,
+)
 from ocsea.runtime.logging import get_logger
 from ocsea.runtime.settings import Settings
 
@@ -139,6 +144,10 @@ class ServiceContext:
         created = await ensure_topics(self.settings, project_topics())
         if created:
             get_logger("ocsea.service").info("kafka.topics_created", topics=created)
+        if self.settings.consumer_new_group_start == "now":
+            await start_new_groups_at_end(
+                self.settings.kafka_bootstrap, [(c.group_id, c.topics) for c in self.consumers]
+            )
         await self.broker.start()
         for hook in self.after_start:
             await hook()

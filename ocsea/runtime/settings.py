@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -94,6 +95,12 @@ class Settings(BaseSettings):
     topic_replication_factor: int = Field(default=1, ge=1)
     consumer_group_prefix: str = Field(
         default="ocsea", description="Consumer groups are <prefix>.<service>; tests isolate by it"
+    )
+    consumer_new_group_start: Literal["earliest", "now"] = Field(
+        default="earliest",
+        description="Where a consumer group that never committed starts: at the beginning of "
+        "each topic (every deployment: the topics are the source of truth), or at its end as "
+        "of start-up (test systems sharing a broker, which must not replay others' history)",
     )
     consumer_max_attempts: int = Field(default=4, ge=1, le=50)
     consumer_backoff_initial_s: float = Field(default=0.2, gt=0)

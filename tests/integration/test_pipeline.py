@@ -287,7 +287,7 @@ async def test_redelivered_event_creates_no_second_task_or_entry(
 async def test_every_service_serves_health_readiness_metrics_and_openapi(
     system: RunningSystem, client: httpx.AsyncClient
 ) -> None:
-    for name, url in system.urls.items():
+    for name, url in system.api_urls.items():
         health = await client.get(f"{url}/healthz")
         assert health.json() == {"status": "ok", "service": name}
         ready = await client.get(f"{url}/readyz")
