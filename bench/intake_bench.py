@@ -191,7 +191,7 @@ async def status_projection_caught_up(bootstrap: str, group: str, within: float 
             committed = await admin.list_consumer_group_offsets(group)
             ends = {
                 (topic, p): end
-                for topic in (topics.REPORTS_TRIAGED, topics.TASKS_EVENTS)
+                for topic in (*topics.TRIAGED_BY_LANE.values(), topics.TASKS_EVENTS)
                 for p, end in (await end_offsets(bootstrap, topic)).items()
             }
             lag = sum(

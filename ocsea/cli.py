@@ -9,6 +9,7 @@ from typing import Annotated, Any, NoReturn
 
 import structlog
 import typer
+import uvloop
 
 from ocsea.bench_cli import bench as bench_command
 from ocsea.runtime.logging import configure_logging, get_logger
@@ -48,7 +49,10 @@ def _until_done(main: Coroutine[Any, Any, int]) -> int:
     """Run a service's event loop; a crash is logged as one JSON line (the traceback without
     local variables, which may hold secrets or case data) and exits 1."""
     try:
-        return asyncio.run(main)
+        # uvloop: the services' work is mostly socket round trips (Kafka, Redis, HTTP), which
+        # it does at a fraction of the standard loop's CPU.
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+            return runner.run(main)
     except Exception:
         get_logger("ocsea.run").exception("service.crashed")
         return 1

@@ -38,6 +38,7 @@ from ocsea.runtime.kafka import (
     start_new_groups_at_end,
 )
 from ocsea.runtime.logging import get_logger
+from ocsea.runtime.redis_batching import CoalescingRedis
 from ocsea.runtime.settings import Settings
 
 ReadinessCheck = Callable[[], Awaitable[None]]
@@ -52,7 +53,9 @@ def make_redis(settings: Settings) -> Redis:
         max_connections=settings.redis_max_connections,
         timeout=settings.publish_timeout_s,
     )
-    return Redis(connection_pool=pool)
+    # Concurrent cases' commands share round trips (see `redis_batching`): a batch of events
+    # costs a few pipelines instead of a few round trips each.
+    return CoalescingRedis(pool, max_in_flight=settings.redis_round_trips_in_flight)
 
 
 @dataclass

@@ -108,6 +108,13 @@ class Settings(BaseSettings):
     redis_max_connections: int = Field(
         default=128, ge=4, description="Connections each service process may open to Redis"
     )
+    redis_round_trips_in_flight: int = Field(
+        default=2,
+        ge=1,
+        le=64,
+        description="Redis round trips a process has in flight at once; the commands issued "
+        "meanwhile wait and go out together in one pipeline",
+    )
     consumer_batch_max: int = Field(
         default=256, ge=1, le=5000, description="Most records a consumer takes in one batch"
     )

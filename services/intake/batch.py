@@ -6,14 +6,18 @@ refuse the upload before anything is published.
 
 from __future__ import annotations
 
+import codecs
 import csv
 import io
 import itertools
-import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from contracts.reports import BatchRowResult, BatchRowStatus, PartnerReport
+from ocsea.runtime import safe_json
+from services.intake.canonical import Normalisers, canonical_report
+from services.intake.reading import Deadline
 from services.intake.refusals import Problem, Refusal
 
 NDJSON_TYPES = frozenset(
@@ -97,13 +101,31 @@ def batch_kind(media_type: str) -> str | None:
     return None
 
 
+# Text encodings partners' exports come in (Excel writes Arabic CSV as windows-1256), by their
+# Python codec names. Others are refused: Python would also "decode" with codecs such as
+# unicode_escape or punycode, which turn text into something else.
+CHARSETS = frozenset(
+    {"utf-8", "utf-8-sig", "utf-16", "utf-16-le", "utf-16-be", "cp1256", "iso8859-6",
+     "cp1252", "iso8859-1", "ascii"}
+)  # fmt: skip
+
+
 def decode(body: bytes, charset: str | None) -> str:
     try:
-        return body.decode(charset or "utf-8-sig")
+        codec = codecs.lookup(charset or "utf-8").name
     except LookupError:
+        codec = ""
+    if codec not in CHARSETS:
         raise Refusal(
-            415, "unsupported_charset", "the charset is not known", "Content-Type"
-        ) from None
+            415,
+            "unsupported_charset",
+            "the charset is not one intake reads (UTF-8, UTF-16, windows-1256, ISO-8859-6, "
+            "windows-1252, ISO-8859-1)",
+            "Content-Type",
+        )
+    try:
+        # A byte order mark is not part of the first row's first column.
+        return body.decode("utf-8-sig" if codec == "utf-8" else codec)
     except UnicodeDecodeError as exc:
         raise Refusal(
             400,
@@ -123,20 +145,35 @@ def _too_many(count: int, limit: int) -> Refusal:
     )
 
 
-def parse_ndjson(text: str, max_rows: int) -> Batch:
-    lines = [(n, line) for n, line in enumerate(text.splitlines(), start=1) if line.strip()]
+@dataclass(frozen=True)
+class JsonLimits:
+    max_depth: int = safe_json.DEFAULT_MAX_DEPTH
+    max_int_digits: int = safe_json.DEFAULT_MAX_INT_DIGITS
+
+
+def parse_ndjson(
+    text: str, max_rows: int, limits: JsonLimits = JsonLimits(), deadline: Deadline | None = None
+) -> Batch:
+    """One row per non-blank line; a line that is not acceptable JSON (malformed, too deep, a
+    duplicate key…) is that row's problem, with the place in the line, and the others go on."""
+    # Only \n (and \r\n) end a row: `str.splitlines` would also split inside a row at
+    # characters JSON allows unescaped in strings (U+2028, U+0085…).
+    lines = [(n, line) for n, line in enumerate(text.split("\n"), start=1) if line.strip()]
     if not lines:
         raise Refusal(422, "empty_batch", "the upload holds no rows", "body")
     if len(lines) > max_rows:
         raise _too_many(len(lines), max_rows)
     rows = []
     for number, line in lines:
+        if deadline is not None:
+            deadline.check()
         try:
-            content = json.loads(line)
-        except json.JSONDecodeError as exc:
-            rows.append(
-                Row(number, None, Problem("body", "invalid_json", f"not valid JSON: {exc.msg}"))
+            content = safe_json.loads(
+                line, max_depth=limits.max_depth, max_int_digits=limits.max_int_digits
             )
+        except safe_json.JsonRefused as refused:
+            code = "invalid_json" if refused.code == "invalid_json" else refused.code
+            rows.append(Row(number, None, Problem(refused.path or "body", code, refused.message)))
             continue
         if not isinstance(content, dict):
             rows.append(Row(number, None, Problem("body", "invalid_request", "not an object")))
@@ -145,7 +182,7 @@ def parse_ndjson(text: str, max_rows: int) -> Batch:
     return Batch(rows, {})
 
 
-def parse_csv(text: str, max_rows: int) -> Batch:
+def parse_csv(text: str, max_rows: int, deadline: Deadline | None = None) -> Batch:
     reader = csv.reader(io.StringIO(text, newline=""))
     try:
         header = next(reader)
@@ -166,7 +203,11 @@ def parse_csv(text: str, max_rows: int) -> Batch:
             )
     if len(set(columns)) != len(columns):
         raise Refusal(422, "duplicate_column", "a column appears twice in the header", "header")
-    rows = list(_csv_rows(reader, columns))
+    rows = []
+    for row in _csv_rows(reader, columns):
+        rows.append(row)
+        if deadline is not None:
+            deadline.check()
     if not rows:
         raise Refusal(422, "empty_batch", "the upload holds a header but no rows", "body")
     if len(rows) > max_rows:
@@ -257,3 +298,56 @@ def _set(target: dict[str, Any], path: str, value: Any) -> None:
         node.append(value)
     else:
         node[parts[-1]] = value
+
+
+@dataclass(frozen=True)
+class Upload:
+    """An upload read: its good rows as canonical reports, and a result for every other row."""
+
+    good: list[tuple[int, PartnerReport]]
+    refused: dict[int, BatchRowResult]
+
+
+def read_upload(
+    body: bytes,
+    kind: str,
+    charset: str | None,
+    *,
+    max_rows: int,
+    limits: JsonLimits,
+    partner_kind: str | None,
+    refs: Normalisers,
+    deadline: Deadline,
+) -> Upload:
+    """Decode, split and canonicalise an upload, row by row: a bad row gets its line and
+    field (the CSV column), and never stops the good ones."""
+    text = decode(body, charset)
+    batch = (
+        parse_csv(text, max_rows, deadline)
+        if kind == "csv"
+        else parse_ndjson(text, max_rows, limits, deadline)
+    )
+    upload = Upload([], {})
+    for row in batch.rows:
+        deadline.check()
+        problem = row.problem
+        if kind == "csv" and row.content is not None and partner_kind:
+            # An export's rows come through the partner's own channel unless they say.
+            row.content.setdefault("channel", partner_kind)
+        if problem is None and row.content is not None:
+            try:
+                upload.good.append((row.line, canonical_report(row.content, refs)))
+                continue
+            except Refusal as refusal:
+                first = refusal.problems[0] if refusal.problems else None
+                problem = first or Problem(refusal.field or "body", refusal.code, refusal.message)
+        assert problem is not None
+        column = batch.field_of(problem.field)
+        upload.refused[row.line] = BatchRowResult(
+            line=row.line,
+            status=BatchRowStatus.REFUSED,
+            code=problem.code,
+            message=f"{column}: {problem.message}" if problem.field else problem.message,
+            field=column,
+        )
+    return upload

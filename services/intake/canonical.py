@@ -14,11 +14,11 @@ import zoneinfo
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import tzinfo
-from typing import Any
+from typing import Any, TypeGuard
 
 from pydantic import ValidationError
 
-from contracts.reports import PartnerReport
+from contracts.reports import MAX_TEXT, PartnerReport
 from services.intake.normalise import (
     canonical_email,
     e164,
@@ -32,13 +32,14 @@ from services.intake.normalise import (
 from services.intake.reference import Gazetteer, Vocabulary
 from services.intake.refusals import (
     Refusal,
-    find_media,
-    media_refusal,
     refusal_from,
+    text_refusal,
     validation_problems,
 )
 
 _HEX_HASHES = frozenset({"md5", "sha1", "sha256"})
+# The longest value any normaliser reads (place descriptions; the others are shorter).
+MAX_NORMALISED_TEXT = MAX_TEXT
 
 
 @dataclass(frozen=True)
@@ -55,17 +56,20 @@ def canonical_report(raw: Any, refs: Normalisers) -> PartnerReport:
     """The canonical report, or a `Refusal` naming the field at fault."""
     if not isinstance(raw, dict):
         raise Refusal(422, "invalid_request", "a report is a JSON object", "body")
-    if (path := find_media(raw, refs.max_base64_run)) is not None:
-        raise media_refusal(path)
+    screened: dict[str, Any] = _screened_tree(raw, "", refs.max_base64_run)
     try:
-        return PartnerReport.model_validate(prepare(raw, refs))
+        return PartnerReport.model_validate(_normalised(screened, refs))
     except ValidationError as exc:
         raise refusal_from(validation_problems(exc)) from None
 
 
 def prepare(raw: dict[str, Any], refs: Normalisers) -> dict[str, Any]:
-    """Normalise what can be read; leave the rest for validation to name."""
-    data: dict[str, Any] = _nfc_tree(raw)
+    """Normalise what can be read; leave the rest for validation to name. (A channel that
+    calls this has screened its text for media itself, with its own paths.)"""
+    return _normalised(_nfc_tree(raw), refs)
+
+
+def _normalised(data: dict[str, Any], refs: Normalisers) -> dict[str, Any]:
     zone = refs.default_zone
     incident = data.get("incident")
     if isinstance(incident, dict):
@@ -133,12 +137,12 @@ def _place(place: dict[str, Any], gazetteer: Gazetteer) -> None:
     governorate. An unknown district stays as written (it is sealed, never published)."""
     _convert(place, "governorate", lambda v: _or_same(gazetteer.governorate(v), v))
     district_name = place.get("district")
-    district = gazetteer.district(district_name) if isinstance(district_name, str) else None
+    district = gazetteer.district(district_name) if _normalisable(district_name) else None
     if district is not None:
         place["district"] = district.id
     if place.get("governorate") is None:
         for key in ("city", "region", "description"):
-            if isinstance(text := place.get(key), str) and text:
+            if _normalisable(text := place.get(key)):
                 found = gazetteer.district(text)
                 governorate = found.governorate if found else gazetteer.governorate(text)
                 if governorate is not None:
@@ -171,10 +175,17 @@ def _or_same(found: Any, value: str) -> Any:
     return found.value if found is not None else value
 
 
+def _normalisable(value: Any) -> TypeGuard[str]:
+    """A value worth normalising: text no longer than any normalised field may be. Longer
+    text is left as it is for validation to refuse; reading megabytes of it word by word
+    first would only cost time (and lists of millions of tokens)."""
+    return isinstance(value, str) and 0 < len(value) <= MAX_NORMALISED_TEXT
+
+
 def _convert(holder: dict[str, Any], key: str, convert: Callable[[Any], Any]) -> None:
     """Replace a text value by its normal form; unreadable values stay for validation."""
     value = holder.get(key)
-    if isinstance(value, str) and value:
+    if _normalisable(value):
         with contextlib.suppress(ValueError):
             holder[key] = convert(value)
 
@@ -185,7 +196,7 @@ def _convert_each(holder: dict[str, Any], key: str, convert: Callable[[str], Any
         converted = []
         for value in values:
             try:
-                converted.append(convert(value) if isinstance(value, str) and value else value)
+                converted.append(convert(value) if _normalisable(value) else value)
             except ValueError:
                 converted.append(value)
         holder[key] = converted
@@ -194,6 +205,26 @@ def _convert_each(holder: dict[str, Any], key: str, convert: Callable[[str], Any
 def _dicts(value: Any) -> Iterator[dict[str, Any]]:
     if isinstance(value, list):
         yield from (item for item in value if isinstance(item, dict))
+
+
+def _screened_tree(value: Any, path: str, max_base64_run: int) -> Any:
+    """An NFC copy of the report, in the same walk that refuses media and forbidden
+    characters with the path of the string that carries them."""
+    if isinstance(value, str):
+        if (refusal := text_refusal(path or "body", value, max_base64_run)) is not None:
+            raise refusal
+        return nfc(value)
+    if isinstance(value, dict):
+        return {
+            key: _screened_tree(item, f"{path}.{key}" if path else key, max_base64_run)
+            for key, item in value.items()
+        }
+    if isinstance(value, list):
+        return [
+            _screened_tree(item, f"{path}.{index}" if path else str(index), max_base64_run)
+            for index, item in enumerate(value)
+        ]
+    return value
 
 
 def _nfc_tree(value: Any) -> Any:

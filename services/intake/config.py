@@ -34,11 +34,42 @@ class IntakeSettings(BaseSettings):
     max_cybertipline_bytes: int = Field(default=2 * MIB, ge=KIB)
     max_batch_bytes: int = Field(default=10 * MIB, ge=KIB)
     max_batch_rows: int = Field(default=1_000, ge=1)
-    batch_publish_concurrency: int = Field(
+    batch_seal_concurrency: int = Field(
         default=32,
         ge=1,
-        description="Rows of one batch in flight at once, so a batch never "
-        "monopolises the producer",
+        description="Rows of one batch sealed at once (each asks Redis for its case's data "
+        "key); the sealed rows are then all published together",
+    )
+    max_json_depth: int = Field(
+        default=64, ge=8, le=256, description="Deepest nesting of arrays and objects in JSON"
+    )
+    max_json_integer_digits: int = Field(
+        default=20, ge=5, le=100, description="Longest integer a JSON document may hold"
+    )
+    max_xml_depth: int = Field(
+        default=64,
+        ge=8,
+        le=256,
+        description="Deepest nesting of elements in a CyberTipline document",
+    )
+    max_xml_elements: int = Field(
+        default=10_000,
+        ge=100,
+        description="Most elements (with attributes counted as elements) in a CyberTipline "
+        "document",
+    )
+    parse_timeout_s: float = Field(
+        default=10.0,
+        gt=0,
+        description="Longest a document or upload may take to read (it is read beside the "
+        "event loop, never on it); past it the request is refused with 413",
+    )
+    max_event_bytes: int = Field(
+        default=1_000_000,
+        ge=64 * KIB,
+        description="Largest event intake publishes: at most the broker's message.max.bytes and "
+        "the producer's max_request_size (1 MiB by default). A report that would seal to more "
+        "is refused with 413 before it is sealed",
     )
     max_base64_run: int = Field(
         default=1_024,
@@ -53,6 +84,12 @@ class IntakeSettings(BaseSettings):
     rate_limit_burst: int = Field(default=500, ge=1)
 
     idempotency_ttl_s: int = Field(default=7 * 24 * 3600, ge=60)
+    idempotency_reservation_s: int = Field(
+        default=60,
+        ge=5,
+        description="How long an Idempotency-Key stays reserved by a request in progress "
+        "(if its process dies before answering, the key is free again after this)",
+    )
     duplicate_window_s: int = Field(
         default=400 * 24 * 3600,
         ge=60,

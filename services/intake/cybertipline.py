@@ -14,23 +14,25 @@ Element paths in errors look like `/report/victim[2]/victimPerson/age`.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
-from xml.etree.ElementTree import Element, ParseError, tostring
+from xml.etree.ElementTree import Element, ParseError, TreeBuilder, tostring
 
+from annotated_types import MaxLen
 from defusedxml import DefusedXmlException
-from defusedxml.ElementTree import fromstring
+from defusedxml.ElementTree import DefusedXMLParser
 from pydantic import ValidationError
 
-from contracts.reports import PartnerReport
+from contracts.reports import PartnerReport, SourceDetails
 from services.intake.canonical import Normalisers, prepare
+from services.intake.reading import Deadline
 from services.intake.refusals import (
     Problem,
     Refusal,
-    carries_media,
-    media_refusal,
     refusal_from,
+    text_refusal,
     validation_problems,
 )
 
@@ -56,6 +58,9 @@ INTERNET_DETAIL_KINDS = {
     "peer2peerIncident": "peer2peer",
 }
 _FALSE = frozenset({"false", "0", "no"})
+_MAX_RAW = next(
+    m.max_length for m in SourceDetails.model_fields["raw"].metadata if isinstance(m, MaxLen)
+)
 _XSI = "{http://www.w3.org/2001/XMLSchema-instance}"
 
 
@@ -74,33 +79,41 @@ class _Document:
     consumed_text: set[int] = field(default_factory=set)
     consumed_attrs: set[tuple[int, str]] = field(default_factory=set)
 
+    # Each element's children grouped by local name, in document order: looking a child up
+    # is then a dictionary access, not a scan of its siblings (a flat 2 MiB document has tens
+    # of thousands of them, and the mapping looks up dozens of names).
+    by_tag: dict[int, dict[str, list[Element]]] = field(default_factory=dict)
+
     def __post_init__(self) -> None:
         self.paths[id(self.root)] = "/" + _local(self.root.tag)
         for parent in self.root.iter():
-            tags = [_local(c.tag) for c in parent]
-            seen: dict[str, int] = {}
-            for child, tag in zip(parent, tags, strict=True):
-                seen[tag] = seen.get(tag, 0) + 1
-                suffix = f"[{seen[tag]}]" if tags.count(tag) > 1 else ""
-                self.paths[id(child)] = f"{self.paths[id(parent)]}/{tag}{suffix}"
-                self.parents[id(child)] = parent
+            groups: dict[str, list[Element]] = {}
+            for child in parent:
+                groups.setdefault(_local(child.tag), []).append(child)
+            self.by_tag[id(parent)] = groups
+            base = self.paths[id(parent)]
+            for tag, group in groups.items():
+                for position, child in enumerate(group, start=1):
+                    suffix = f"[{position}]" if len(group) > 1 else ""
+                    self.paths[id(child)] = f"{base}/{tag}{suffix}"
+                    self.parents[id(child)] = parent
         self.consumed.add(id(self.root))
 
     def path(self, element: Element) -> str:
         return self.paths[id(element)]
 
     def children(self, element: Element, tag: str) -> list[Element]:
-        found = [c for c in element if _local(c.tag) == tag]
+        found = self.by_tag[id(element)].get(tag, [])
         self.consumed.update(id(c) for c in found)
-        return found
+        return list(found)
 
     def child(self, element: Element, tag: str) -> Element | None:
         """The first such child; any repeat is left unconsumed and so kept in `raw`."""
-        for candidate in element:
-            if _local(candidate.tag) == tag:
-                self.consumed.add(id(candidate))
-                return candidate
-        return None
+        found = self.by_tag[id(element)].get(tag)
+        if not found:
+            return None
+        self.consumed.add(id(found[0]))
+        return found[0]
 
     def text_of(self, element: Element) -> str | None:
         self.consumed.add(id(element))
@@ -118,10 +131,21 @@ class _Document:
     def flag(self, element: Element, tag: str) -> bool | None:
         """An xs:boolean child; an empty element counts as set."""
         found = self.child(element, tag)
-        if found is None:
-            return None
-        text = self.text_of(found)
+        return None if found is None else self._is_set(found)
+
+    def _is_set(self, element: Element) -> bool:
+        text = self.text_of(element)
         return text is None or text.casefold() not in _FALSE
+
+    def flags(self, element: Element) -> list[str]:
+        """The names of the boolean children that are set, in one pass (the first of each
+        name counts; a repeat is left for `raw`, as `child` does)."""
+        set_names = []
+        for tag, group in self.by_tag[id(element)].items():
+            self.consumed.add(id(group[0]))
+            if self._is_set(group[0]):
+                set_names.append(tag)
+        return set_names
 
     def attr(self, element: Element, name: str) -> str | None:
         self.consumed_attrs.add((id(element), name))
@@ -153,15 +177,16 @@ class _Document:
             self.consumed_text.add(node_id)
         return found
 
-    def leftovers(self) -> Iterator[tuple[str, str]]:
-        """What the mapping did not read, in document order: whole unknown elements, stray
-        attributes, and text inside container elements."""
+    def leftovers(self) -> Iterator[tuple[str, str | Element]]:
+        """What the mapping did not read, in document order: whole unknown elements (to be
+        serialised by the caller, once it knows how many there are), stray attributes, and
+        text inside container elements."""
         for node in self.root.iter():
             node_id = id(node)
             if node_id not in self.consumed:
                 parent = self.parents.get(node_id)
                 if parent is None or id(parent) in self.consumed:
-                    yield self.path(node), tostring(node, encoding="unicode").strip()
+                    yield self.path(node), node
                 continue
             for name, value in node.attrib.items():
                 if (node_id, name) not in self.consumed_attrs and not name.startswith(_XSI):
@@ -173,12 +198,92 @@ class _Document:
                     yield f"{self.path(node)}/text()", (child.tail or "").strip()
 
 
-def parse_document(body: bytes) -> Element:
-    """The XML tree, refusing DTDs, entities and external references."""
+@dataclass(frozen=True)
+class XmlLimits:
+    """What a CyberTipline document may hold; a real report is about 10 deep and a few
+    hundred elements."""
+
+    max_depth: int = 64
+    max_elements: int = 10_000
+    # More children than any element of a valid report has (the report itself: sections, up
+    # to 200 files, 50 victims, 50 internet details, 50 recipients and 500 unknown elements
+    # kept in `raw`): a flat document is refused as soon as the parser gets there.
+    max_children: int = 1_000
+
+
+class _TooBig(Exception):  # noqa: N818 (a condition, not a fault)
+    def __init__(self, refusal: Refusal) -> None:
+        self.refusal = refusal
+
+
+class _LimitedTreeBuilder(TreeBuilder):
+    """Builds the tree while counting: past a limit (or the deadline) the parse stops at
+    once, before the rest of the document is read. Errors name the element where the parser
+    was (by element names, without positions)."""
+
+    def __init__(self, limits: XmlLimits, deadline: Deadline | None) -> None:
+        super().__init__()
+        self._limits, self._deadline = limits, deadline
+        self._count = 0
+        self._open: list[str] = []  # names of the open elements, the innermost last
+        self._children = [0]  # children seen so far of each open element
+
+    def _refuse(self, status: int, code: str, message: str, depth: int) -> _TooBig:
+        return _TooBig(Refusal(status, code, message, "/" + "/".join(self._open[:depth])))
+
+    def start(self, tag: Any, attrs: dict[Any, Any]) -> Element:
+        limits = self._limits
+        self._open.append(_local(str(tag)))
+        self._count += 1 + len(attrs)
+        self._children[-1] += 1
+        self._children.append(0)
+        if self._children[-2] > limits.max_children:
+            raise self._refuse(
+                413,
+                "xml_too_many_elements",
+                f"an element holds more than {limits.max_children} elements",
+                len(self._open) - 1,
+            )
+        if len(self._open) > limits.max_depth:
+            raise self._refuse(
+                422,
+                "xml_too_deep",
+                f"elements nested deeper than {limits.max_depth} levels",
+                limits.max_depth,
+            )
+        if self._count > limits.max_elements:
+            raise self._refuse(
+                413,
+                "xml_too_many_elements",
+                f"more than {limits.max_elements} elements and attributes",
+                1,
+            )
+        if self._deadline is not None and self._count % 1024 == 0:
+            self._deadline.check()
+        return super().start(tag, attrs)
+
+    def end(self, tag: Any) -> Element:
+        self._open.pop()
+        self._children.pop()
+        return super().end(tag)
+
+
+def parse_document(
+    body: bytes, limits: XmlLimits = XmlLimits(), deadline: Deadline | None = None
+) -> Element:
+    """The XML tree, refusing DTDs, entities and external references, and documents past
+    the depth or element limits (refused as soon as the parser gets there)."""
+    parser = DefusedXMLParser(
+        target=_LimitedTreeBuilder(limits, deadline),
+        forbid_dtd=True,
+        forbid_entities=True,
+        forbid_external=True,
+    )
     try:
-        root: Element = fromstring(
-            body, forbid_dtd=True, forbid_entities=True, forbid_external=True
-        )
+        parser.feed(body)
+        root: Element = parser.close()
+    except _TooBig as too_big:
+        raise too_big.refusal from None
     except DefusedXmlException as exc:
         raise Refusal(
             422,
@@ -199,16 +304,25 @@ def parse_document(body: bytes) -> Element:
     return root
 
 
-def parse_cybertipline(body: bytes, refs: Normalisers) -> PartnerReport:
+def parse_cybertipline(
+    body: bytes,
+    refs: Normalisers,
+    limits: XmlLimits = XmlLimits(),
+    deadline: Deadline | None = None,
+) -> PartnerReport:
     """The canonical report for one CyberTipline document, or a `Refusal` whose `field` is
     the XML element path of the problem."""
-    document = _Document(parse_document(body))
+    document = _Document(parse_document(body, limits, deadline))
     for node in document.root.iter():
-        values = [node.text or "", *node.attrib.values()]
-        if any(carries_media(v, refs.max_base64_run) for v in values):
-            raise media_refusal(document.path(node))
+        for value in [node.text or "", *node.attrib.values()]:
+            if refusal := text_refusal(document.path(node), value, refs.max_base64_run):
+                raise refusal
+    if deadline is not None:
+        deadline.check()
     mapping = _Mapping(document)
     raw = mapping.report()
+    if deadline is not None:
+        deadline.check()
     try:
         return PartnerReport.model_validate(prepare(raw, refs))
     except ValidationError as exc:
@@ -295,7 +409,25 @@ class _Mapping:
 
         report["incident"] = incident
         report["categories"] = list(dict.fromkeys(categories))
-        raw = [{"path": path, "content": content} for path, content in doc.leftovers()]
+        leftovers = list(itertools.islice(doc.leftovers(), _MAX_RAW + 1))
+        if len(leftovers) > _MAX_RAW:
+            # Refused before serialising thousands of unknown elements for nothing.
+            raise Refusal(
+                422,
+                "too_many_items",
+                f"{self.origins['']}: more than {_MAX_RAW} elements, attributes or texts that "
+                "are not part of a CyberTipline report",
+                self.origins[""],
+            )
+        raw = [
+            {
+                "path": path,
+                "content": content
+                if isinstance(content, str)
+                else tostring(content, encoding="unicode").strip(),
+            }
+            for path, content in leftovers
+        ]
         if raw:
             source["raw"] = raw
         if source:
@@ -327,11 +459,8 @@ class _Mapping:
             if reason and reason.casefold() not in _FALSE | {"true", "1", "yes"}:
                 source["escalation_reason"] = reason
         if (annotations := doc.child(summary, "reportAnnotations")) is not None:
-            names = []
-            for tag in [_local(c.tag) for c in annotations]:
-                if doc.flag(annotations, tag):
-                    names.append(tag)
-            source["annotations"] = list(dict.fromkeys(names))
+            names = doc.flags(annotations)
+            source["annotations"] = names
             categories += [CATEGORY_OF_ANNOTATION[n] for n in names if n in CATEGORY_OF_ANNOTATION]
         if (moment := doc.text(summary, "incidentDateTime")) is not None:
             incident["occurred_at"] = moment
@@ -551,7 +680,7 @@ class _Mapping:
                 self._origin(f"{path}.{key}", doc.child(element, tag))
         annotations: list[str] = []
         if (tags := doc.child(element, "fileAnnotations")) is not None:
-            annotations += [tag for tag in [_local(c.tag) for c in tags] if doc.flag(tags, tag)]
+            annotations += doc.flags(tags)
         if doc.flag(element, "potentialMeme"):
             annotations.append("potentialMeme")
         if annotations:

@@ -125,6 +125,33 @@ def normalise(
     vocabulary: Vocabulary,
     linking: Linking = Linking(),
 ) -> Normalised:
+    clear = clear_facts(
+        report,
+        partner_id=partner_id,
+        report_id=report_id,
+        received_at=received_at,
+        source_format=source_format,
+        zone=zone,
+        gazetteer=gazetteer,
+        vocabulary=vocabulary,
+        linking=linking,
+    )
+    return Normalised(clear=clear, personal=personal_fields(report))
+
+
+def clear_facts(
+    report: PartnerReport,
+    *,
+    partner_id: str,
+    report_id: uuid.UUID,
+    received_at: datetime,
+    source_format: SourceFormat,
+    zone: tzinfo,
+    gazetteer: Gazetteer,
+    vocabulary: Vocabulary,
+    linking: Linking = Linking(),
+) -> ReportReceivedData:
+    """What travels in the clear (the personal part is `personal_fields`)."""
     incident = report.incident
     incident_on = incident_days(incident.occurred_at, zone) if incident.occurred_at else ()
     governorate, district = area(report, gazetteer)
@@ -171,7 +198,7 @@ def normalise(
         link_reasons=linking.reasons,
         source_file_annotations=_unique(file_annotations),
     )
-    return Normalised(clear=clear, personal=personal_fields(report))
+    return clear
 
 
 # Ids are functions of the report's keyed fingerprint: a retry of a report whose first
@@ -181,8 +208,10 @@ def report_id_for(partner_id: str, fingerprint: str) -> uuid.UUID:
     return derived_event_id("intake", "report", partner_id, fingerprint)
 
 
-def new_case_id_for(report_id: uuid.UUID) -> uuid.UUID:
-    return derived_event_id("intake", "case", str(report_id))
+def new_case_id_for(partner_id: str, fingerprint: str) -> uuid.UUID:
+    # From the keyed fingerprint, never from the report id: a partner knows its report id,
+    # and must not be able to work out whether its report opened a case or joined one.
+    return derived_event_id("intake", "case", partner_id, fingerprint)
 
 
 def received_event_id_for(report_id: uuid.UUID) -> uuid.UUID:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import uuid
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from enum import StrEnum
@@ -53,6 +54,19 @@ def canonical_json(report: PartnerReport) -> str:
     )
 
 
+def partner_case_ref(
+    matcher: Matcher, partner_id: str, case_id: uuid.UUID, opener: str | None
+) -> uuid.UUID:
+    """The case id a partner is given: its own reference for the case.
+
+    The partner whose report opened the case is given the case id itself; every other partner
+    whose report joined it gets a keyed reference of its own, the same for all its reports on
+    the case. Two partners reporting the same person so hold different references, and
+    neither can tell from its reference whether its report opened the case or joined one
+    (both are opaque name-based UUIDs), while inside the mechanism the reports are one case."""
+    return case_id if opener == partner_id else matcher.case_reference(partner_id, case_id)
+
+
 class Matcher:
     def __init__(self, secret: bytes, vocabulary: Vocabulary) -> None:
         if len(secret) < 32:
@@ -63,6 +77,15 @@ class Matcher:
     def digest(self, *parts: str) -> str:
         message = "\x1f".join(parts).encode()
         return hmac.new(self._secret, message, hashlib.sha256).hexdigest()
+
+    def case_reference(self, partner_id: str, case_id: uuid.UUID) -> uuid.UUID:
+        """The reference a partner is given for a case it joined (see `partner_case_ref`):
+        keyed, so no one without the secret can relate it to the case or to another
+        partner's reference; shaped like the case ids themselves (a name-based UUID)."""
+        digest = hmac.new(
+            self._secret, f"case-ref\x1f{partner_id}\x1f{case_id}".encode(), hashlib.sha256
+        ).digest()
+        return uuid.UUID(bytes=digest[:16], version=5)
 
     def fingerprint(self, partner_id: str, report: PartnerReport) -> str:
         """The same content from the same partner, on any channel, is the same report."""

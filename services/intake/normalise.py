@@ -5,6 +5,10 @@ Arabic year word), "۱۵ ساڵ" (Extended Arabic-Indic digits, Kurdish year wor
 4567" or "0750-123-4567". Each function here maps those spellings to one canonical value, or
 raises `ValueError` with a message that names the expected form (never the value itself,
 which may be personal data).
+
+Every pattern here is module level and linear by construction (a quantifier applies to one
+character class, never to a group that itself repeats): `tests/intake/test_linear_patterns.py`
+checks that, and times each against pathological input of the largest size a channel takes.
 """
 
 from __future__ import annotations
@@ -49,13 +53,16 @@ YEAR_WORDS = frozenset(
     }
 )  # fmt: skip
 _YEARS_TOKEN = re.compile(r"\d+|[^\W\d_]+|\S")
+_WHITESPACE = re.compile(r"\s+")
+_REPEATED_SLASHES = re.compile(r"/{2,}")
+_WORD_SEPARATORS = re.compile(r"[\s\-_,./()']+")
 
 MIN_YEARS, MAX_YEARS = 0, 130
 
 
 def nfc(text: str) -> str:
     """Unicode NFC: one code point sequence for what looks like one text."""
-    return unicodedata.normalize("NFC", text)
+    return text if text.isascii() else unicodedata.normalize("NFC", text)
 
 
 def clean(text: str) -> str:
@@ -162,6 +169,7 @@ def local_date(moment: datetime, zone: tzinfo) -> date:
 
 IRAQ_CALLING_CODE = "964"
 _PHONE_JUNK = re.compile(r"[\s\-().\u00a0/]")
+_PHONE_DIGITS = re.compile(r"\+?\d{6,20}")
 
 
 def e164(phone: str) -> str | None:
@@ -173,7 +181,7 @@ def e164(phone: str) -> str | None:
     """
     text = western_digits(clean(phone))
     compact = _PHONE_JUNK.sub("", text)
-    if not re.fullmatch(r"\+?\d{6,20}", compact):
+    if not _PHONE_DIGITS.fullmatch(compact):
         return None
     if compact.startswith("+"):
         full = compact[1:]
@@ -199,7 +207,7 @@ def canonical_email(email: str) -> str:
 def canonical_handle(handle: str) -> str:
     """A handle as platforms compare them: no '@', no spaces, case folded, NFKC."""
     text = unicodedata.normalize("NFKC", clean(handle)).casefold()
-    return re.sub(r"\s+", "", text).lstrip("@")
+    return _WHITESPACE.sub("", text).lstrip("@")
 
 
 _TRACKING_PARAMS = re.compile(
@@ -232,7 +240,7 @@ def canonical_url(url: str) -> str:
             host = host[len(prefix) :]
             break
     netloc = host if port in (None, _DEFAULT_PORTS[scheme]) else f"{host}:{port}"
-    path = quote(unquote(re.sub(r"/{2,}", "/", parts.path)), safe="/@:+~!$&'()*,;=-._")
+    path = quote(unquote(_REPEATED_SLASHES.sub("/", parts.path)), safe="/@:+~!$&'()*,;=-._")
     path = path.rstrip("/")
     query = urlencode(
         sorted(
@@ -255,7 +263,7 @@ def fold(text: str) -> str:
 
 def fold_words(text: str, ignore: frozenset[str] = frozenset()) -> str:
     """`fold`, word by word, leaving out generic words such as "governorate" or "محافظة"."""
-    words = re.split(r"[\s\-_,./()']+", text)
+    words = _WORD_SEPARATORS.split(text)
     kept = [_drop_article(f) for f in (fold(w) for w in words) if f and f not in ignore]
     return "".join(kept)
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import tomllib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
@@ -34,6 +35,24 @@ PLACE_NOISE = frozenset(
     )
 )  # fmt: skip
 CENTRE_DISTRICT = "centre"
+
+
+# Partners send the same few names again and again ("Instagram", "هەولێر"): their folded
+# keys are remembered, up to a bound, and only for texts as short as names are, so junk cannot
+# make the memory grow.
+_FOLD_MEMO_TEXT_LENGTH = 200
+
+
+@lru_cache(maxsize=8_192)
+def _folded_memo(text: str, noise: frozenset[str]) -> str:
+    return fold_words(text, noise)
+
+
+def folded(text: str, noise: frozenset[str] = frozenset()) -> str:
+    """`fold_words`, remembered for short texts."""
+    if len(text) > _FOLD_MEMO_TEXT_LENGTH:
+        return fold_words(text, noise)
+    return _folded_memo(text, noise)
 
 
 class _Entry(BaseModel):
@@ -131,12 +150,12 @@ class Gazetteer:
             raise ReferenceDataError(f"{path}: {exc}") from exc
 
     def governorate(self, name: str) -> Governorate | None:
-        found = self._governorates.get(fold_words(name, PLACE_NOISE))
+        found = self._governorates.get(folded(name, PLACE_NOISE))
         return Governorate(found) if found else None
 
     def district(self, name: str) -> District | None:
         """A district by name; a governorate's own name means its centre district."""
-        key = fold_words(name, PLACE_NOISE)
+        key = folded(name, PLACE_NOISE)
         found = self._districts.get(key)
         if found is None and (governorate := self._governorates.get(key)):
             centre = f"{governorate}.{CENTRE_DISTRICT}"
@@ -175,16 +194,16 @@ class Vocabulary:
 
     def platform(self, name: str) -> str:
         """A platform's id; a platform not in the vocabulary keeps its folded name."""
-        key = fold_words(name)
+        key = folded(name)
         return self._platforms.get(key, key or clean(name).casefold())
 
     def language(self, name: str) -> Language | None:
-        found = self._languages.get(fold_words(name))
+        found = self._languages.get(folded(name))
         return Language(found) if found else None
 
     def relationship(self, text: str) -> str:
         """One of the relationship ids, or "other" for anything the vocabulary lacks."""
-        return self._relationships.get(fold_words(text), "other")
+        return self._relationships.get(folded(text), "other")
 
     def account_from_url(self, url: str) -> tuple[str, str] | None:
         """(platform, handle) from a profile URL of a known platform, e.g.

@@ -10,9 +10,8 @@ import base64
 import binascii
 import dataclasses
 import re
-from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from functools import cache
 
 from pydantic import ValidationError
 
@@ -20,7 +19,21 @@ MEDIA_MESSAGE = (
     "the mechanism takes hashes and links, never material: describe files by their hashes "
     "(files[].hashes) and where they were seen (files[].url), and do not attach them"
 )
-_DATA_URI = re.compile(r"data:[\w.+-]*/?[\w.+-]*(;[\w.+-]+=?[\w.+-]*)*(;base64)?,", re.IGNORECASE)
+# Patterns applied to partners' text are linear by construction: one character class per
+# quantifier, no quantified group, possessive where a failed match could otherwise backtrack,
+# and a lookbehind so a run is only ever scanned from its first character. (The data: URI
+# pattern used to be `(;[\w.+-]+=?[\w.+-]*)*`, whose nested quantifiers backtracked
+# exponentially on "data:a/a;aaaaaaaaaa;aaaaaaaaaa…!".) `tests/intake/test_linear_patterns.py`
+# feeds every pattern here a pathological string of the largest size a channel takes.
+#
+# A data: URI is "data:" then the media type and parameters (letters, digits, `.+-/=;`) up to
+# the comma that starts the content: `data:image/png;base64,…`, `data:;charset=utf-8,…`. It is
+# looked for in the lower-cased text: a case-sensitive literal prefix lets the engine skip
+# ahead, where IGNORECASE would try every position (ten times slower on megabytes).
+DATA_URI = re.compile(r"data:[\w.+/=;-]*+,")
+_BASE64_CHARACTER = "A-Za-z0-9+/_-"
+_DIGIT = re.compile("[0-9]")
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 @dataclass(frozen=True)
@@ -61,13 +74,23 @@ _MEDIA_MAGIC = (
 )  # fmt: skip
 
 
+@cache
+def base64_run(min_length: int) -> re.Pattern[str]:
+    """A maximal run of at least `min_length` base64 characters (with its padding): the
+    lookbehind makes each run be tried once, from its start, so the scan stays linear."""
+    c = _BASE64_CHARACTER
+    return re.compile(rf"(?<![{c}])[{c}]{{{min_length},}}+={{0,2}}")
+
+
 def carries_media(text: str, max_base64_run: int) -> bool:
     """A data: URI, or a run of base64 long enough to be a file rather than a hash."""
-    if "data:" in text.lower() and _DATA_URI.search(text):
+    if ":" in text and DATA_URI.search(text.lower()):
         return True
-    if len(text) < max_base64_run:
-        return False
-    runs = re.finditer(rf"[A-Za-z0-9+/_-]{{{max_base64_run},}}={{0,2}}", text)
+    return len(text) >= max_base64_run and _carries_encoded_file(text, max_base64_run)
+
+
+def _carries_encoded_file(text: str, max_base64_run: int) -> bool:
+    runs = base64_run(max_base64_run).finditer(text)
     return any(_looks_like_encoded_file(run.group()) for run in runs)
 
 
@@ -83,32 +106,24 @@ def _looks_like_encoded_file(run: str) -> bool:
         decoded = b""
     if decoded.startswith(_MEDIA_MAGIC) or decoded[4:8] == b"ftyp":
         return True
-    mixed = (
-        any(c.isupper() for c in run)
-        and any(c.islower() for c in run)
-        and any(c.isdigit() for c in run)
-    )
+    # str methods, not a loop over characters: a run can be megabytes long.
+    mixed = run.lower() != run and run.upper() != run and _DIGIT.search(run) is not None
     return mixed and run.count("/") < len(run) / 20
 
 
-def strings_in(value: Any, path: str = "") -> Iterator[tuple[str, str]]:
-    """Every string in a JSON value, with its dotted path."""
-    if isinstance(value, str):
-        yield path or "body", value
-    elif isinstance(value, dict):
-        for key, item in value.items():
-            yield from strings_in(item, f"{path}.{key}" if path else str(key))
-    elif isinstance(value, list):
-        for index, item in enumerate(value):
-            yield from strings_in(item, f"{path}.{index}" if path else str(index))
-
-
-def find_media(value: Any, max_base64_run: int) -> str | None:
-    """The path of the first string carrying media, if any."""
-    for path, text in strings_in(value):
-        if carries_media(text, max_base64_run):
-            return path
-    return None
+def text_refusal(path: str, text: str, max_base64_run: int) -> Refusal | None:
+    """Why one string of a report is refused, if it is: media, or a character no text field
+    needs and which breaks encoders, databases and logs downstream (NUL, an unpaired UTF-16
+    surrogate). Each check is one linear scan in C."""
+    if carries_media(text, max_base64_run):
+        return media_refusal(path)
+    if "\x00" in text:
+        what = "a NUL character"
+    elif not text.isascii() and _SURROGATE.search(text):
+        what = "an unpaired UTF-16 surrogate"
+    else:
+        return None
+    return Refusal(422, "invalid_character", f"{path}: the text holds {what}", path)
 
 
 _TOO_LONG_CODES = {"string_too_long": "field_too_long", "too_long": "too_many_items"}

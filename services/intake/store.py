@@ -1,9 +1,14 @@
-"""Intake's Redis state: rate limits, idempotent answers, the duplicate and link index, and
-the partners' report-status projection.
+"""Intake's Redis state: admission (rate limits and Idempotency-Key reservations), idempotent
+answers, the duplicate and link index, and the partners' report-status projection.
 
 All of it is fast, rebuildable state beside Kafka (the source of truth). The index holds only
 keyed hashes (HMAC) of identifiers, and is written only after the broker acknowledged a
-report: a report that was not published leaves nothing here.
+report: a report that was not published leaves nothing here (an Idempotency-Key reserved for
+it is released).
+
+What partners see is kept apart per partner: the reference a partner was given for a case
+(`case_ref`), and the classification a partner may see for it (`case-view:{case}:{partner}`),
+which only ever comes from triage results drawn from that partner's own reports.
 """
 
 from __future__ import annotations
@@ -22,10 +27,14 @@ from redis.asyncio import Redis
 from services.intake.config import IntakeSettings
 
 PREFIX = "ocsea:intake"
+OPENER, JOINED = "opened", "joined"
 
-# Generic cell rate algorithm: one key per partner holding the "theoretical arrival time".
-# Redis's own clock keeps several intake replicas consistent.
-_GCRA = """
+# Generic cell rate algorithm (one key per partner holding the "theoretical arrival time",
+# Redis's own clock keeping several intake replicas consistent), then, for a request that may
+# go ahead and carries an Idempotency-Key, the key's reservation: SET NX GET answers with what
+# the key already holds (a reservation in progress, or the first answer) and takes it only if
+# it was free. One round trip, and a refused request reserves nothing.
+_ADMIT = """
 local interval = tonumber(ARGV[1])
 local tolerance = tonumber(ARGV[2])
 local now_parts = redis.call('TIME')
@@ -33,9 +42,16 @@ local now = tonumber(now_parts[1]) * 1000000 + tonumber(now_parts[2])
 local tat = tonumber(redis.call('GET', KEYS[1]) or now)
 if tat < now then tat = now end
 local wait = tat - now - tolerance
-if wait > 0 then return wait end
+if wait > 0 then return {wait, false} end
 local new_tat = tat + interval
 redis.call('SET', KEYS[1], new_tat, 'PX', math.ceil((new_tat - now) / 1000) + 1)
+if #KEYS < 2 then return {0, false} end
+return {0, redis.call('SET', KEYS[2], ARGV[3], 'NX', 'GET', 'EX', ARGV[4])}
+"""
+
+# Release a reservation only if it is still this request's (not a later request's).
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
 """
 
@@ -46,20 +62,6 @@ class RateLimit:
     burst: int
 
 
-class RateLimiter:
-    def __init__(self, redis: Redis) -> None:
-        self._script = redis.register_script(_GCRA)
-
-    async def wait_s(self, partner: str, limit: RateLimit) -> int:
-        """0 when the request may go ahead, else whole seconds until it may."""
-        interval_us = 60_000_000 / limit.per_minute
-        tolerance_us = interval_us * (limit.burst - 1)
-        wait_us = int(
-            await self._script(keys=[f"{PREFIX}:rate:{partner}"], args=[interval_us, tolerance_us])
-        )
-        return math.ceil(wait_us / 1_000_000) if wait_us > 0 else 0
-
-
 @dataclass(frozen=True)
 class StoredAnswer:
     request_digest: str
@@ -68,9 +70,33 @@ class StoredAnswer:
 
 
 @dataclass(frozen=True)
+class Reservation:
+    """An Idempotency-Key held by a request in progress."""
+
+    partner: str
+    key: str
+    request_digest: str
+    token: str
+
+    def stored(self) -> str:
+        return json.dumps({"request": self.request_digest, "pending": self.token})
+
+
+@dataclass(frozen=True)
+class Admission:
+    """What admitting a request found: how long to wait (rate limit), else what the request's
+    Idempotency-Key already held (None: it is now reserved for this request)."""
+
+    wait_s: int
+    earlier: StoredAnswer | None = None
+    in_progress_digest: str | None = None
+
+
+@dataclass(frozen=True)
 class Earlier:
     report_id: uuid.UUID
     case_id: uuid.UUID
+    case_ref: uuid.UUID
 
 
 @dataclass(frozen=True)
@@ -80,16 +106,27 @@ class LinkedReport:
 
 
 @dataclass(frozen=True)
+class CaseContext:
+    """An existing case as intake knows it: its latest reports and who opened it."""
+
+    reports: list[LinkedReport]
+    opener: str | None
+
+
+@dataclass(frozen=True)
 class AcceptedReport:
     """What to remember once a report is in Kafka."""
 
     partner_id: str
     report_id: uuid.UUID
     case_id: uuid.UUID
+    case_ref: uuid.UUID
+    opened_case: bool
     fingerprint: str
     link_digests: Sequence[str]
     received_at: datetime
     source_format: str
+    lane: str
     linked: Sequence[LinkedReport]
 
 
@@ -101,32 +138,86 @@ class DuplicateReceipt:
     receipt_id: uuid.UUID
     duplicate_of: uuid.UUID
     case_id: uuid.UUID
+    case_ref: uuid.UUID
     received_at: datetime
     source_format: str
+
+
+@dataclass(frozen=True)
+class ReportStatusRecord:
+    """One report as its partner may see it (see `IntakeStore.report_view`)."""
+
+    fields: dict[str, str]
+    progress: dict[str, str]
+    view: dict[str, str]
 
 
 def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
+def _texts(mapping: Any) -> dict[str, str]:
+    return {_text(k): _text(v) for k, v in cast(dict[Any, Any], mapping).items()}
+
+
 class IntakeStore:
     def __init__(self, redis: Redis, settings: IntakeSettings) -> None:
         self._redis = redis
         self._settings = settings
+        self._admit = redis.register_script(_ADMIT)
+        self._release = redis.register_script(_RELEASE)
 
-    # idempotency -----------------------------------------------------------------------------
+    # admission and idempotency ---------------------------------------------------------------
 
     @staticmethod
     def _idempotency_key(partner: str, key: str) -> str:
         # The partner's key is hashed: it is their text, and could be anything.
         return f"{PREFIX}:idem:{partner}:{hashlib.sha256(key.encode()).hexdigest()}"
 
-    async def answer_for(self, partner: str, key: str) -> StoredAnswer | None:
-        stored = await self._redis.get(self._idempotency_key(partner, key))
-        if stored is None:
-            return None
-        data = json.loads(stored)
-        return StoredAnswer(data["request"], int(data["status"]), data["body"])
+    async def admit(
+        self, partner: str, limit: RateLimit, reservation: Reservation | None
+    ) -> Admission:
+        """Count the request against the partner's rate and, if it may go ahead, reserve its
+        Idempotency-Key before any work is done: of two simultaneous requests with one key,
+        exactly one gets the reservation."""
+        interval_us = 60_000_000 / limit.per_minute
+        tolerance_us = interval_us * (limit.burst - 1)
+        keys = [f"{PREFIX}:rate:{partner}"]
+        args: list[Any] = [interval_us, tolerance_us]
+        if reservation is not None:
+            keys.append(self._idempotency_key(partner, reservation.key))
+            args += [reservation.stored(), self._settings.idempotency_reservation_s]
+        wait_us, held = await self._admit(keys=keys, args=args)
+        if int(wait_us) > 0:
+            return Admission(math.ceil(int(wait_us) / 1_000_000))
+        if not held:
+            return Admission(0)
+        data = json.loads(held)
+        if "pending" in data:
+            return Admission(0, in_progress_digest=data["request"])
+        return Admission(0, StoredAnswer(data["request"], int(data["status"]), data["body"]))
+
+    async def release(self, reservation: Reservation) -> None:
+        """Give a reserved key back (the request was refused, or not stored): a retry with the
+        same key is then a new attempt."""
+        await self._release(
+            keys=[self._idempotency_key(reservation.partner, reservation.key)],
+            args=[reservation.stored()],
+        )
+
+    def _answer_command(self, pipe: Any, reservation: Reservation, answer: StoredAnswer) -> None:
+        stored = {"request": answer.request_digest, "status": answer.status, "body": answer.body}
+        pipe.set(
+            self._idempotency_key(reservation.partner, reservation.key),
+            json.dumps(stored),
+            ex=self._settings.idempotency_ttl_s,
+        )
+
+    async def remember_answer(self, reservation: Reservation, answer: StoredAnswer) -> None:
+        """The first answer to an Idempotency-Key, replayed to every retry of the request."""
+        async with self._redis.pipeline(transaction=False) as pipe:
+            self._answer_command(pipe, reservation, answer)
+            await pipe.execute()
 
     # lookups before publishing ------------------------------------------------------------
 
@@ -142,9 +233,12 @@ class IntakeStore:
         for value in values[: len(fingerprints)]:
             if value is None:
                 earlier.append(None)
-            else:
-                data = json.loads(value)
-                earlier.append(Earlier(uuid.UUID(data["report_id"]), uuid.UUID(data["case_id"])))
+                continue
+            data = json.loads(value)
+            case_id = uuid.UUID(data["case_id"])
+            # Records from before partner references: the case id was the reference.
+            case_ref = uuid.UUID(data.get("case_ref", data["case_id"]))
+            earlier.append(Earlier(uuid.UUID(data["report_id"]), case_id, case_ref))
         links = {
             digest: uuid.UUID(_text(value))
             for digest, value in zip(link_digests, values[len(fingerprints) :], strict=True)
@@ -152,30 +246,37 @@ class IntakeStore:
         }
         return earlier, links
 
-    async def case_reports(
-        self, case_ids: Iterable[uuid.UUID]
-    ) -> dict[uuid.UUID, list[LinkedReport]]:
+    async def cases(self, case_ids: Iterable[uuid.UUID]) -> dict[uuid.UUID, CaseContext]:
         ids = list(dict.fromkeys(case_ids))
         if not ids:
             return {}
         async with self._redis.pipeline(transaction=False) as pipe:
             for case_id in ids:
                 pipe.lrange(f"{PREFIX}:case:{case_id}:reports", 0, -1)
+                pipe.hgetall(f"{PREFIX}:case:{case_id}:partners")
             results = await pipe.execute()
-        found: dict[uuid.UUID, list[LinkedReport]] = {}
-        for case_id, entries in zip(ids, results, strict=True):
-            found[case_id] = [
-                LinkedReport(uuid.UUID(report), partner)
-                for report, _, partner in (_text(e).partition(" ") for e in entries)
-            ]
+        found: dict[uuid.UUID, CaseContext] = {}
+        for index, case_id in enumerate(ids):
+            entries, partners = results[2 * index], _texts(results[2 * index + 1])
+            found[case_id] = CaseContext(
+                [
+                    LinkedReport(uuid.UUID(report), partner)
+                    for report, _, partner in (_text(e).partition(" ") for e in entries)
+                ],
+                next((p for p, role in partners.items() if role == OPENER), None),
+            )
         return found
 
     # records after publishing -------------------------------------------------------------
 
     async def record(
-        self, accepted: Sequence[AcceptedReport], duplicates: Sequence[DuplicateReceipt]
+        self,
+        accepted: Sequence[AcceptedReport],
+        duplicates: Sequence[DuplicateReceipt],
+        answer: tuple[Reservation, StoredAnswer] | None = None,
     ) -> None:
-        """Remember published reports (and the duplicates recognised), in one round trip.
+        """Remember published reports (and the duplicates recognised), with the request's
+        idempotent answer, in one round trip.
 
         Not a MULTI transaction: the reports are already in Kafka, every write here is
         idempotent, and a write that is missing after a crash only means a resubmission is
@@ -184,7 +285,11 @@ class IntakeStore:
         async with self._redis.pipeline(transaction=False) as pipe:
             for report in accepted:
                 earlier = json.dumps(
-                    {"report_id": str(report.report_id), "case_id": str(report.case_id)}
+                    {
+                        "report_id": str(report.report_id),
+                        "case_id": str(report.case_id),
+                        "case_ref": str(report.case_ref),
+                    }
                 )
                 pipe.set(
                     f"{PREFIX}:dup:{report.fingerprint}", earlier, ex=settings.duplicate_window_s
@@ -197,19 +302,25 @@ class IntakeStore:
                         nx=True,
                         ex=settings.link_ttl_s,
                     )
-                case_key = f"{PREFIX}:case:{report.case_id}:reports"
-                pipe.rpush(case_key, f"{report.report_id} {report.partner_id}")
+                case_key = f"{PREFIX}:case:{report.case_id}"
+                pipe.rpush(f"{case_key}:reports", f"{report.report_id} {report.partner_id}")
                 if report.linked:  # a new case's list holds this one report
-                    pipe.ltrim(case_key, -settings.max_linked_reports, -1)
-                pipe.expire(case_key, settings.link_ttl_s)
+                    pipe.ltrim(f"{case_key}:reports", -settings.max_linked_reports, -1)
+                pipe.expire(f"{case_key}:reports", settings.link_ttl_s)
+                # The case's partners, and which of them opened it (what its reference is).
+                role = OPENER if report.opened_case else JOINED
+                pipe.hsetnx(f"{case_key}:partners", report.partner_id, role)
+                pipe.expire(f"{case_key}:partners", settings.link_ttl_s)
                 status_key = f"{PREFIX}:status:{report.report_id}"
                 pipe.hset(
                     status_key,
                     mapping={
                         "partner": report.partner_id,
                         "case_id": str(report.case_id),
+                        "case_ref": str(report.case_ref),
                         "received_at": report.received_at.isoformat(),
                         "source_format": report.source_format,
+                        "lane": report.lane,
                         "linked": json.dumps(
                             [[str(r.report_id), r.partner_id] for r in report.linked]
                         ),
@@ -223,6 +334,7 @@ class IntakeStore:
                     mapping={
                         "partner": duplicate.partner_id,
                         "case_id": str(duplicate.case_id),
+                        "case_ref": str(duplicate.case_ref),
                         "received_at": duplicate.received_at.isoformat(),
                         "source_format": duplicate.source_format,
                         "duplicate_of": str(duplicate.duplicate_of),
@@ -230,28 +342,30 @@ class IntakeStore:
                 )
                 pipe.expire(receipt_key, settings.duplicate_window_s)
                 pipe.hincrby(f"{PREFIX}:status:{duplicate.duplicate_of}", "duplicates", 1)
+            if answer is not None:
+                self._answer_command(pipe, *answer)
             await pipe.execute()
-
-    async def remember_answer(self, partner: str, key: str, answer: StoredAnswer) -> None:
-        """The first answer to an Idempotency-Key, replayed to every retry of the request."""
-        stored = {"request": answer.request_digest, "status": answer.status, "body": answer.body}
-        await self._redis.set(
-            self._idempotency_key(partner, key),
-            json.dumps(stored),
-            ex=self._settings.idempotency_ttl_s,
-            nx=True,
-        )
 
     # the partners' status projection -----------------------------------------------------
 
-    async def status(self, report_id: uuid.UUID) -> dict[str, str] | None:
-        raw = cast(dict[Any, Any], await self._redis.hgetall(f"{PREFIX}:status:{report_id}"))
-        fields = {_text(k): _text(v) for k, v in raw.items()}
-        return fields if "partner" in fields else None
+    async def report_view(self, report_id: uuid.UUID) -> ReportStatusRecord | None:
+        """A report's record, the record whose progress it shows (the original, for a
+        duplicate), and what its partner may see of the case's classification."""
+        fields = _texts(await self._redis.hgetall(f"{PREFIX}:status:{report_id}"))
+        if "partner" not in fields:
+            return None
+        progress = fields
+        if duplicate_of := fields.get("duplicate_of"):
+            progress = _texts(await self._redis.hgetall(f"{PREFIX}:status:{duplicate_of}"))
+            progress = progress if "partner" in progress else fields
+        view = _texts(
+            await self._redis.hgetall(self._view_key(fields["case_id"], fields["partner"]))
+        )
+        return ReportStatusRecord(fields, progress, view)
 
-    async def case_status(self, case_id: str) -> dict[str, str]:
-        raw = cast(dict[Any, Any], await self._redis.hgetall(f"{PREFIX}:case-status:{case_id}"))
-        return {_text(k): _text(v) for k, v in raw.items()}
+    @staticmethod
+    def _view_key(case_id: uuid.UUID | str, partner: str) -> str:
+        return f"{PREFIX}:case-view:{case_id}:{partner}"
 
     async def mark_triaged(
         self,
@@ -260,37 +374,63 @@ class IntakeStore:
         at: datetime,
         classification: str,
         priority: str,
+        now: datetime,
     ) -> None:
-        async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.hset(f"{PREFIX}:status:{report_id}", "triaged_at", at.isoformat())
-            pipe.expire(f"{PREFIX}:status:{report_id}", self._settings.duplicate_window_s)
-            self._case_classification(pipe, case_id, at, classification, priority)
+        """A triage result for the case, caused by this report.
+
+        Its partner sees the classification and priority only if every report of the case
+        is its own: a result that drew on another partner's report would tell it that someone
+        else reported the same person. A report reaching triage on a case that is already
+        routed is routed from then (no new task is created for it)."""
+        status_key = f"{PREFIX}:status:{report_id}"
+        case_key = f"{PREFIX}:case:{case_id}"
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.hget(status_key, "partner")
+            pipe.hkeys(f"{case_key}:partners")
+            pipe.hget(f"{PREFIX}:case-status:{case_id}", "routed_at")
+            partner, partners, case_routed = await pipe.execute()
+        if partner is None:
+            return  # not a report this intake took (or long forgotten)
+        owner = _text(partner)
+        ttl = self._settings.duplicate_window_s
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.hset(status_key, "triaged_at", at.isoformat())
+            if case_routed is not None:
+                pipe.hsetnx(status_key, "routed_at", now.isoformat())
+            pipe.expire(status_key, ttl)
+            if {_text(p) for p in partners} == {owner}:
+                view_key = self._view_key(case_id, owner)
+                pipe.hset(
+                    view_key,
+                    mapping={
+                        "classification": classification,
+                        "priority": priority,
+                        "updated_at": at.isoformat(),
+                    },
+                )
+                pipe.expire(view_key, ttl)
             await pipe.execute()
 
-    async def mark_reclassified(
-        self, case_id: uuid.UUID, at: datetime, classification: str, priority: str
-    ) -> None:
-        async with self._redis.pipeline(transaction=True) as pipe:
-            self._case_classification(pipe, case_id, at, classification, priority)
-            await pipe.execute()
-
-    def _case_classification(
-        self, pipe: Any, case_id: uuid.UUID, at: datetime, classification: str, priority: str
-    ) -> None:
-        key = f"{PREFIX}:case-status:{case_id}"
-        pipe.hset(
-            key,
-            mapping={
-                "classification": classification,
-                "priority": priority,
-                "updated_at": at.isoformat(),
-            },
-        )
-        pipe.expire(key, self._settings.duplicate_window_s)
-
-    async def mark_routed(self, report_id: uuid.UUID, at: datetime) -> None:
-        key = f"{PREFIX}:status:{report_id}"
-        async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.hsetnx(key, "routed_at", at.isoformat())
-            pipe.expire(key, self._settings.duplicate_window_s)
+    async def mark_routed(self, report_id: uuid.UUID, case_id: uuid.UUID, at: datetime) -> None:
+        """A task was assigned on the case: the report that caused it is routed, and so is
+        every report of the case already triaged (a case has one task per role, not one per
+        report, so the others would wait for a task that never comes)."""
+        case_key = f"{PREFIX}:case:{case_id}"
+        reports = [
+            _text(e).partition(" ")[0]
+            for e in await self._redis.lrange(f"{case_key}:reports", 0, -1)
+        ]
+        if not reports:
+            return  # not a case this intake took reports for
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for report in reports:
+                pipe.hexists(f"{PREFIX}:status:{report}", "triaged_at")
+            triaged = await pipe.execute()
+        routed = [r for r, t in zip(reports, triaged, strict=True) if t or r == str(report_id)]
+        ttl = self._settings.duplicate_window_s
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.hsetnx(f"{PREFIX}:case-status:{case_id}", "routed_at", at.isoformat())
+            pipe.expire(f"{PREFIX}:case-status:{case_id}", ttl)
+            for report in routed:
+                pipe.hsetnx(f"{PREFIX}:status:{report}", "routed_at", at.isoformat())
             await pipe.execute()

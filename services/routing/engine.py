@@ -203,7 +203,7 @@ class RoutingEngine:
         )
         created = [task for task in results if task is not None]
         if requirements.not_needed:
-            log.info(
+            log.debug(
                 "routing.not_needed",
                 case_id=str(event.case_id),
                 roles=[n.split(":")[0] for n in requirements.not_needed],
@@ -323,6 +323,9 @@ class RoutingEngine:
             # behind the tasks topic's backlog (the projection consumer dispatches it only
             # if the writer died in between).
             await self.on_assigned(event)
+        if self.mark_applied is not None:
+            # Applied and dispatched: the projection consumer skips it (in bulk, by marker).
+            await self.mark_applied(event)
         chosen = event.payload(TaskAssignedData)
         self.metrics.tasks_assigned.labels(placement.role.value).inc()
         log.info(

@@ -3,6 +3,7 @@ by keyed hashes of their identifiers, on the real Kafka and Redis."""
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import io
 import json
@@ -57,18 +58,22 @@ async def status(
 
 
 class Published:
-    """Received events of this instance's partners since `mark()`."""
+    """Received events of this instance's partners since `mark()`, in both lanes."""
 
     def __init__(self, intake: Intake) -> None:
         self.intake = intake
-        self.before: dict[int, int] = {}
+        self.before: dict[str, dict[int, int]] = {}
 
     async def mark(self) -> None:
-        self.before = await end_offsets(self.intake.bootstrap, topics.REPORTS_RECEIVED)
+        for topic in topics.RECEIVED_BY_LANE.values():
+            self.before[topic] = await end_offsets(self.intake.bootstrap, topic)
 
     async def since(self) -> list[dict[str, Any]]:
-        records = await read_since(self.intake.bootstrap, topics.REPORTS_RECEIVED, self.before)
-        return self.intake.ours(envelopes(records))
+        found = []
+        for topic in topics.RECEIVED_BY_LANE.values():
+            records = await read_since(self.intake.bootstrap, topic, self.before[topic])
+            found += self.intake.ours(envelopes(records))
+        return found
 
 
 async def test_an_idempotency_key_replays_the_first_answer(
@@ -243,11 +248,20 @@ async def test_reports_about_the_same_survivor_or_account_share_a_case(
     unrelated = await post(client, intake, "hotline-a", {"channel": "hotline", "narrative": tag()})
     for response in (same_survivor, same_account, with_file, same_file):
         assert response.status_code == 202, response.text
-        assert response.json()["case_id"] == case_id
         assert response.json()["duplicate_of"] is None
-    assert unrelated.json()["case_id"] != case_id
+    # Each partner holds its own reference for the case: the opener's own reports show the
+    # case id, the other partners' references differ from it and from each other.
+    assert same_survivor.json()["case_id"] == with_file.json()["case_id"] == case_id
+    references = {case_id, same_account.json()["case_id"], same_file.json()["case_id"]}
+    assert len(references) == 3
+    assert unrelated.json()["case_id"] not in references
 
-    events = {e["report_id"]: e["data"] for e in await published.since()}
+    received = await published.since()
+    # Inside the mechanism the reports are one case.
+    by_report = {e["report_id"]: e for e in received}
+    for response in (first, same_survivor, same_account, with_file, same_file):
+        assert by_report[response.json()["report_id"]]["case_id"] == case_id
+    events = {e["report_id"]: e["data"] for e in received}
     assert events[first_id]["linked_report_ids"] == []
     survivor_event = events[same_survivor.json()["report_id"]]
     assert survivor_event["linked_report_ids"] == [first_id]
@@ -256,13 +270,15 @@ async def test_reports_about_the_same_survivor_or_account_share_a_case(
     assert events[same_file.json()["report_id"]]["link_reasons"] == ["same_file"]
     assert len(events[same_file.json()["report_id"]]["linked_report_ids"]) == 4
 
-    # Partners see the link, but never another partner's report ids.
+    # Partners see their own links, never that another partner reported the same person.
     own = await status(client, intake, "hotline-a", same_survivor.json()["report_id"])
     assert own["linked_to_existing_case"] is True
     assert own["linked_report_ids"] == [first_id]
+    assert own["case_id"] == case_id
     other = await status(client, intake, "ngo-b", same_account.json()["report_id"])
-    assert other["linked_to_existing_case"] is True
+    assert other["linked_to_existing_case"] is False
     assert other["linked_report_ids"] == []
+    assert other["case_id"] == same_account.json()["case_id"]
 
     # The index holds keyed hashes, never the identifiers themselves.
     redis = Redis.from_url(intake.env["OCSEA_REDIS_URL"])
@@ -306,3 +322,53 @@ async def test_rows_of_one_batch_link_and_deduplicate_among_themselves(
     assert third["duplicate_of"] == first["report_id"]
     second_status = await status(client, intake, "ngo-b", second["report_id"])
     assert second_status["linked_report_ids"] == [first["report_id"]]
+
+
+async def test_simultaneous_requests_with_one_key_are_taken_once(
+    intake: Intake, client: httpx.AsyncClient
+) -> None:
+    """The key is reserved before any work is done: of requests racing with one key, one is
+    taken; the others are told it is in progress (or, once it is answered, get its answer),
+    and a different body with the key is refused. Exactly one event reaches the broker."""
+    published = Published(intake)
+    await published.mark()
+    key = f"race-{tag()}"
+    body = {"channel": "hotline", "narrative": f"race {tag()}"}
+    others = [{"channel": "hotline", "narrative": f"other {tag()}"} for _ in range(3)]
+    answers = await asyncio.gather(
+        *(post(client, intake, "hotline-a", body, **{"Idempotency-Key": key}) for _ in range(6)),
+        *(post(client, intake, "hotline-a", b, **{"Idempotency-Key": key}) for b in others),
+    )
+    same, different = answers[:6], answers[6:]
+    taken = [a for a in same if a.status_code == 202]
+    assert taken, [a.text for a in same]
+    assert all(a.json() == taken[0].json() for a in taken)
+    for answer in same:
+        if answer.status_code != 202:
+            assert answer.status_code == 409, answer.text
+            assert answer.json()["code"] == "request_in_progress"
+            assert answer.headers["Retry-After"] == "1"
+    assert [a.status_code for a in different] == [422] * 3
+    assert {a.json()["code"] for a in different} == {"idempotency_key_reused"}
+
+    report_id = taken[0].json()["report_id"]
+    assert [e["report_id"] for e in await published.since()] == [report_id]
+    # Once answered, the key replays the answer.
+    again = await post(client, intake, "hotline-a", body, **{"Idempotency-Key": key})
+    assert (again.status_code, again.json()) == (202, taken[0].json())
+
+
+async def test_a_refused_request_leaves_its_key_free(
+    intake: Intake, client: httpx.AsyncClient
+) -> None:
+    key = f"refused-{tag()}"
+    refused = await post(
+        client, intake, "hotline-a", {"channel": "hotline", "colour": "red"},
+        **{"Idempotency-Key": key},
+    )  # fmt: skip
+    assert refused.status_code == 422
+    corrected = await post(
+        client, intake, "hotline-a", {"channel": "hotline", "narrative": tag()},
+        **{"Idempotency-Key": key},
+    )  # fmt: skip
+    assert corrected.status_code == 202, corrected.text

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import os
 import re
 import subprocess
@@ -229,6 +230,200 @@ async def test_the_status_follows_triage_and_routing_events(
 
         current = await wait_for(is_routed, what="the routed status")
         assert current["routed_at"] is not None
+    finally:
+        await producer.stop()
+
+
+class Events:
+    """Synthetic triage and routing events on the private stack's topics."""
+
+    def __init__(self, producer: AIOKafkaProducer) -> None:
+        self.producer = producer
+        self.actor = Actor(kind=ActorKind.SYSTEM, id="test")
+
+    async def triaged(
+        self, case_id: uuid.UUID, report_id: uuid.UUID, priority: Priority,
+        case_reports: list[uuid.UUID], lane: topics.Lane = topics.Lane.LIVE,
+    ) -> None:  # fmt: skip
+        event = make_event(
+            event_type=EventType.REPORT_TRIAGED,
+            case_id=case_id,
+            report_id=report_id,
+            producer="triage",
+            actor=self.actor,
+            data=ReportTriagedData(
+                report_id=report_id,
+                classification=Classification.TF_CSEA,
+                presumed_child=False,
+                age_used=12,
+                age_basis=AgeBasis.STATED_AGE,
+                priority=priority,
+                score=40,
+                rules_version="test",
+                case_report_ids=tuple(case_reports),
+            ),
+        )
+        await self.producer.send_and_wait(
+            topics.TRIAGED_BY_LANE[lane], event.model_dump_json().encode(),
+            key=str(case_id).encode(),
+        )  # fmt: skip
+
+    async def assigned(self, case_id: uuid.UUID, report_id: uuid.UUID) -> None:
+        now = datetime.now(UTC)
+        event = make_event(
+            event_type=EventType.TASK_ASSIGNED,
+            case_id=case_id,
+            report_id=report_id,
+            producer="routing",
+            actor=self.actor,
+            data=TaskAssignedData(
+                task_id=uuid.uuid4(),
+                report_id=report_id,
+                agency_id="erbil-cpu",
+                agency_type=AgencyType.CHILD_PROTECTION,
+                classification=Classification.TF_CSEA,
+                priority=Priority.P2,
+                reason="test",
+                acknowledge_due_at=now,
+                first_action_due_at=now,
+            ),
+        )
+        await self.producer.send_and_wait(
+            topics.TASKS_EVENTS, event.model_dump_json().encode(), key=str(case_id).encode()
+        )
+
+
+async def test_partners_see_only_their_own_part_of_a_shared_case(
+    private_intake: Intake, client: httpx.AsyncClient
+) -> None:
+    """A hotline and an NGO report the same survivor (her number written two ways). Inside
+    the mechanism it is one case; each partner holds its own reference for it, and neither
+    learns from any answer that the other reported her."""
+    intake = private_intake
+    local = f"750{uuid.uuid4().int % 10**7:07d}"
+
+    async def post(partner: str, phone: str, channel: str) -> dict[str, Any]:
+        body = {"channel": channel, "survivors": [{"age": 12, "contact": {"phone": phone}}],
+                "narrative": uuid.uuid4().hex}  # fmt: skip
+        response = await client.post(
+            f"{intake.url}/v1/reports", json=body, headers=intake.headers(partner)
+        )
+        assert response.status_code == 202, response.text
+        answer: dict[str, Any] = response.json()
+        return answer
+
+    async def status(partner: str, report_id: str) -> dict[str, Any]:
+        answer = await client.get(
+            f"{intake.url}/v1/reports/{report_id}", headers=intake.headers(partner)
+        )
+        assert answer.status_code == 200, answer.text
+        result: dict[str, Any] = answer.json()
+        return result
+
+    hotline = await post("hotline-a", f"0{local}", "hotline")
+    first = uuid.UUID(hotline["report_id"])
+    case_id = uuid.UUID(hotline["case_id"])  # the case's opener holds the case id itself
+    producer = AIOKafkaProducer(bootstrap_servers=intake.bootstrap, acks="all")
+    await producer.start()
+    try:
+        events = Events(producer)
+        await events.triaged(case_id, first, Priority.P3, [first])
+
+        async def hotline_triaged() -> dict[str, Any] | None:
+            current = await status("hotline-a", str(first))
+            return current if current["status"] == "triaged" else None
+
+        own = await wait_for(hotline_triaged, what="the hotline's own triage result")
+        assert (own["classification"], own["priority"]) == ("TF-CSEA", "P3")
+
+        ngo = await post("ngo-b", f"+964 {local[:3]} {local[3:]}", "ngo")
+        second = uuid.UUID(ngo["report_id"])
+        assert ngo["case_id"] != hotline["case_id"]
+        [received] = [
+            e
+            for e in envelopes(await read_since(intake.bootstrap, topics.REPORTS_RECEIVED, {}))
+            if e["report_id"] == str(second)
+        ]
+        assert received["case_id"] == str(case_id)  # one case inside the mechanism
+        assert received["data"]["linked_report_ids"] == [str(first)]
+
+        # Triage combines both reports into a more urgent result.
+        await events.triaged(case_id, second, Priority.P1, [first, second])
+
+        async def ngo_triaged() -> dict[str, Any] | None:
+            current = await status("ngo-b", str(second))
+            return current if current["status"] == "triaged" else None
+
+        theirs = await wait_for(ngo_triaged, what="the NGO's report to be triaged")
+        assert theirs["case_id"] == ngo["case_id"]
+        assert theirs["linked_to_existing_case"] is False
+        assert theirs["linked_report_ids"] == []
+        # Nothing drawn from the hotline's report: not the combined P1.
+        assert (theirs["classification"], theirs["priority"]) == (None, None)
+        assert (await status("hotline-a", str(first)))["priority"] == "P3"
+
+        # The hotline's own second report shows its own reference and its own link only.
+        again = await post("hotline-a", f"+964{local}", "hotline")
+        assert again["case_id"] == hotline["case_id"]
+        mine = await status("hotline-a", again["report_id"])
+        assert mine["linked_to_existing_case"] is True
+        assert mine["linked_report_ids"] == [str(first)]
+        assert mine["case_id"] == hotline["case_id"]
+
+        # One task for the case: every triaged report of it is routed, not only the one the
+        # task names (no partner waits for a task of its own that never comes).
+        await events.assigned(case_id, first)
+
+        async def ngo_routed() -> dict[str, Any] | None:
+            current = await status("ngo-b", str(second))
+            return current if current["status"] == "routed" else None
+
+        await wait_for(ngo_routed, what="the NGO's report to show routed")
+        assert (await status("hotline-a", str(first)))["status"] == "routed"
+        # Another partner's report is as absent as one that never existed.
+        other = await client.get(
+            f"{intake.url}/v1/reports/{second}", headers=intake.headers("hotline-a")
+        )
+        assert other.status_code == 404
+    finally:
+        await producer.stop()
+
+
+async def test_a_batch_rows_status_follows_the_bulk_lane(
+    private_intake: Intake, client: httpx.AsyncClient
+) -> None:
+    intake = private_intake
+    row = {"channel": "ngo", "survivors": [{"age": 9}], "narrative": uuid.uuid4().hex}
+    response = await client.post(
+        f"{intake.url}/v1/reports/batch",
+        content=json.dumps(row).encode(),
+        headers=intake.headers("ngo-b", **{"Content-Type": "application/x-ndjson"}),
+    )
+    assert response.status_code == 202, response.text
+    [accepted] = response.json()["rows"]
+    report_id, case_id = uuid.UUID(accepted["report_id"]), uuid.UUID(accepted["case_id"])
+    [received] = [
+        e
+        for e in envelopes(await read_since(intake.bootstrap, topics.REPORTS_RECEIVED_BULK, {}))
+        if e["report_id"] == str(report_id)
+    ]
+    assert received["case_id"] == str(case_id)
+    producer = AIOKafkaProducer(bootstrap_servers=intake.bootstrap, acks="all")
+    await producer.start()
+    try:
+        await Events(producer).triaged(
+            case_id, report_id, Priority.P4, [report_id], topics.Lane.BULK
+        )
+
+        async def triaged() -> dict[str, Any] | None:
+            current = await client.get(
+                f"{intake.url}/v1/reports/{report_id}", headers=intake.headers("ngo-b")
+            )
+            body: dict[str, Any] = current.json()
+            return body if body["status"] == "triaged" else None
+
+        current = await wait_for(triaged, what="the bulk lane's triage result")
+        assert current["priority"] == "P4"
     finally:
         await producer.stop()
 

@@ -15,7 +15,9 @@ from tests.conftest import RunningSystem
 from tests.intake.conftest import FIXTURES
 from tests.support import wait_for
 
-pytestmark = pytest.mark.integration
+# The session's system starts (a process per service) and catches up with the shared topics'
+# history inside the first test's time.
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
 
 async def follow(
