@@ -294,15 +294,19 @@ class ReliableConsumer:
             fresh.add(event_id)
             by_case.setdefault(item[0].key or str(item[1].case_id), []).append(item)
         applied: list[str] = []
-        try:
-            await asyncio.gather(
-                *(self._consume_case(items, applied) for items in by_case.values())
-            )
-        finally:
-            # Even when a dead letter could not be published (the batch is then redelivered),
-            # what was applied is marked, so the redelivery skips it.
-            if applied:
-                await self._until_done(lambda: self.markers.mark_many(self.group_id, applied))
+        # Every case runs to its end before the batch ends, even when one fails: a redelivery
+        # must never overlap a case still being worked on.
+        outcomes = await asyncio.gather(
+            *(self._consume_case(items, applied) for items in by_case.values()),
+            return_exceptions=True,
+        )
+        # Even when a dead letter could not be published (the batch is then redelivered),
+        # what was applied is marked, so the redelivery skips it.
+        if applied:
+            await self._until_done(lambda: self.markers.mark_many(self.group_id, applied))
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException):
+                raise outcome
 
     async def _until_done(self, step: Callable[[], Awaitable[T]]) -> T:
         """Run a step of the consumer's own (its markers) until Redis answers: failing here
