@@ -21,9 +21,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import random
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -44,7 +45,7 @@ from redis.exceptions import ReadOnlyError as RedisReadOnlyError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from contracts.events import Envelope
-from contracts.topics import dlq_of
+from contracts.topics import Lane, dlq_of
 from ocsea.runtime.logging import get_logger
 from ocsea.runtime.settings import Settings
 
@@ -184,6 +185,31 @@ _INFRASTRUCTURE_NAMES = frozenset(
 )
 
 
+class LaneGate:
+    """Live work first, within a process: a bulk-lane record starts only while no live-lane
+    batch is being handled. The lanes' topics already keep a bulk backlog out of the live
+    partitions; this keeps it off the live records' share of the process's CPU too."""
+
+    def __init__(self) -> None:
+        self._live = 0
+        self._no_live = asyncio.Event()
+        self._no_live.set()
+
+    @contextlib.contextmanager
+    def live(self) -> Iterator[None]:
+        self._live += 1
+        self._no_live.clear()
+        try:
+            yield
+        finally:
+            self._live -= 1
+            if self._live == 0:
+                self._no_live.set()
+
+    async def bulk_turn(self) -> None:
+        await self._no_live.wait()
+
+
 @dataclass
 class ConsumerHealth:
     """Records currently waiting out an infrastructure failure (readiness reports them)."""
@@ -233,6 +259,8 @@ class ReliableConsumer:
         batch_wait_ms: int = 20,
         concurrency: int = 64,
         metrics: ConsumerMetrics | None = None,
+        gate: LaneGate | None = None,
+        lane: Lane | None = None,
     ) -> None:
         if (handler is None) == (raw_handler is None):
             raise ValueError("give exactly one of handler and raw_handler")
@@ -245,6 +273,10 @@ class ReliableConsumer:
         self.retry = retry
         self.metrics = metrics
         self.health = ConsumerHealth()
+        # Only consumers of a lane's topics take part: other topics (e.g. the tasks topic)
+        # carry both lanes' consequences and neither wait nor hold bulk back.
+        self.gate = gate if lane is not None else None
+        self.bulk = lane is Lane.BULK
         # Bounds the cases worked on at once (Redis connections, memory), not the batch.
         self._slots = asyncio.Semaphore(concurrency)
         # One subscriber (one group member) for all of a group's topics: several members of
@@ -264,6 +296,13 @@ class ReliableConsumer:
         subscriber(self._consume_raw if raw_handler else self._consume_batch)
 
     async def _consume_batch(self, message: KafkaMessage) -> None:
+        if self.gate is None or self.bulk:
+            await self._consume_records(message)
+            return
+        with self.gate.live():
+            await self._consume_records(message)
+
+    async def _consume_records(self, message: KafkaMessage) -> None:
         received = message.raw_message
         records = received if isinstance(received, tuple) else (received,)
         parsed: list[tuple[ConsumerRecord, Envelope, Origin]] = []
@@ -333,6 +372,8 @@ class ReliableConsumer:
     ) -> None:
         async with self._slots:
             for record, envelope, origin in items:
+                if self.bulk and self.gate is not None:
+                    await self.gate.bulk_turn()
                 with _record_span(record, self.group_id):
                     failure = await self._run_with_retries(envelope, origin)
                 if failure is not None:

@@ -22,10 +22,12 @@ from faststream.kafka import KafkaBroker
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from redis.asyncio import BlockingConnectionPool, Redis
 
+from contracts.topics import Lane
 from ocsea.runtime.auth import PrincipalStore
 from ocsea.runtime.consumer import (
     ConsumerMetrics,
     Handler,
+    LaneGate,
     ProcessedMarkers,
     RawHandler,
     ReliableConsumer,
@@ -76,6 +78,7 @@ class ServiceContext:
     after_start: list[Hook] = field(default_factory=list)
     before_stop: list[Hook] = field(default_factory=list)
     consumers: list[ReliableConsumer] = field(default_factory=list)
+    lane_gate: LaneGate = field(default_factory=LaneGate)
     _consumer_metrics: ConsumerMetrics | None = None
 
     @classmethod
@@ -105,6 +108,7 @@ class ServiceContext:
         raw_handler: RawHandler | None = None,
         raw_batch_size: int = 500,
         group_suffix: str = "",
+        lane: Lane | None = None,
     ) -> None:
         """Subscribe reliably; a suffix gives a second, independent consumer group.
 
@@ -124,6 +128,8 @@ class ServiceContext:
             batch_max=self.settings.consumer_batch_max,
             batch_wait_ms=self.settings.consumer_batch_wait_ms,
             metrics=self._consumer_metrics,
+            gate=self.lane_gate,
+            lane=lane,
         )
         self.consumers.append(consumer)
         if "consumers" not in self.readiness:

@@ -336,10 +336,12 @@ def build(
         await dispatcher.on_task_event(envelope)
 
     # One consumer group per lane: a bulk backlog never delays a live report.
-    context.consume(topics.triaged, handler=on_triaged)
-    context.consume(topics.triaged_bulk, handler=on_triaged, group_suffix=Lane.BULK)
-    context.consume(topics.received, handler=on_received, group_suffix="cases")
-    context.consume(topics.received_bulk, handler=on_received, group_suffix=f"cases.{Lane.BULK}")
+    context.consume(topics.triaged, handler=on_triaged, lane=Lane.LIVE)
+    context.consume(topics.triaged_bulk, handler=on_triaged, group_suffix=Lane.BULK, lane=Lane.BULK)
+    context.consume(topics.received, handler=on_received, group_suffix="cases", lane=Lane.LIVE)
+    context.consume(
+        topics.received_bulk, handler=on_received, group_suffix=f"cases.{Lane.BULK}", lane=Lane.BULK
+    )
     context.consume(topics.tasks, handler=on_task_event, group_suffix=PROJECTION_GROUP)
 
     app = create_http_app(

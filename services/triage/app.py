@@ -239,8 +239,10 @@ def build(settings: Settings) -> FastAPI:
         await store.mark_published(case_id, cause)
 
     # One consumer group per lane: a bulk backlog never delays a live report.
-    context.consume(topics.REPORTS_RECEIVED, handler=on_received)
-    context.consume(topics.REPORTS_RECEIVED_BULK, handler=on_received, group_suffix=Lane.BULK)
+    context.consume(topics.REPORTS_RECEIVED, handler=on_received, lane=Lane.LIVE)
+    context.consume(
+        topics.REPORTS_RECEIVED_BULK, handler=on_received, group_suffix=Lane.BULK, lane=Lane.BULK
+    )
 
     app = create_http_app(
         context,
