@@ -124,9 +124,6 @@ class ProcessedMarkers:
     def _key(group: str, event_id: str) -> str:
         return f"ocsea:processed:{group}:{event_id}"
 
-    async def seen(self, group: str, event_id: str) -> bool:
-        return bool(await self._redis.exists(self._key(group, event_id)))
-
     async def seen_many(self, group: str, event_ids: Sequence[str]) -> list[bool]:
         if not event_ids:
             return []

@@ -5,20 +5,52 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections import Counter
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
+from faststream.kafka import KafkaBroker
 from prometheus_client import CollectorRegistry
 from redis.asyncio import Redis
 
 from contracts.events import Actor, ActorKind, Envelope, EventType, make_event
 from contracts.topics import dlq_of
-from ocsea.runtime.consumer import Origin, ProcessedMarkers, ReliableConsumer, RetryPolicy
+from ocsea.runtime.consumer import (
+    Handler,
+    Origin,
+    ProcessedMarkers,
+    ReliableConsumer,
+    RetryPolicy,
+)
 from ocsea.runtime.kafka import make_broker, publish_event
 from ocsea.runtime.settings import Settings
 from tests.support import read_all, wait_for
 
 pytestmark = pytest.mark.integration
+
+
+@asynccontextmanager
+async def running_consumer(
+    settings: Settings, topic: str, handler: Handler
+) -> AsyncIterator[tuple[KafkaBroker, ReliableConsumer]]:
+    """A reliable consumer of `topic` in a fresh group, with quick retries, started."""
+    redis = Redis.from_url(settings.redis_url)
+    broker = make_broker(settings, service="test", registry=CollectorRegistry())
+    consumer = ReliableConsumer(
+        broker,
+        topics=[topic],
+        group_id=f"ocsea-test-{uuid.uuid4().hex[:8]}",
+        handler=handler,
+        markers=ProcessedMarkers(redis, 600),
+        retry=RetryPolicy(max_attempts=3, initial_backoff_s=0.01, max_backoff_s=0.05),
+    )
+    await broker.start()
+    try:
+        yield broker, consumer
+    finally:
+        await broker.stop()
+        await redis.aclose()
 
 
 def triaged_event(case_id: uuid.UUID) -> Envelope:
@@ -52,18 +84,7 @@ async def test_poison_message_goes_to_dlq_and_the_partition_moves_on(
             raise RuntimeError("handler bug")
         handled.append(str(envelope.event_id))
 
-    redis = Redis.from_url(settings.redis_url)
-    broker = make_broker(settings, service="test", registry=CollectorRegistry())
-    ReliableConsumer(
-        broker,
-        topics=[topic],
-        group_id=f"ocsea-test-{uuid.uuid4().hex[:8]}",
-        handler=handler,
-        markers=ProcessedMarkers(redis, 600),
-        retry=RetryPolicy(max_attempts=3, initial_backoff_s=0.01, max_backoff_s=0.05),
-    )
-    await broker.start()
-    try:
+    async with running_consumer(settings, topic, handler) as (broker, _):
         await publish_event(broker, topic, poison)
         await publish_event(broker, topic, good)  # same key: same partition, after the poison
 
@@ -76,9 +97,6 @@ async def test_poison_message_goes_to_dlq_and_the_partition_moves_on(
             return await read_all(settings.kafka_bootstrap, dlq_of(topic)) or None
 
         [record] = await wait_for(dead_lettered, what="the poison message on the DLQ")
-    finally:
-        await broker.stop()
-        await redis.aclose()
 
     assert attempts[str(poison.event_id)] == 3
     assert attempts[str(good.event_id)] == 1
@@ -104,27 +122,13 @@ async def test_unparseable_message_is_dead_lettered_without_retries(
     async def handler(envelope: Envelope, origin: Origin) -> None:
         calls.append(envelope)
 
-    redis = Redis.from_url(settings.redis_url)
-    broker = make_broker(settings, service="test", registry=CollectorRegistry())
-    ReliableConsumer(
-        broker,
-        topics=[topic],
-        group_id=f"ocsea-test-{uuid.uuid4().hex[:8]}",
-        handler=handler,
-        markers=ProcessedMarkers(redis, 600),
-        retry=RetryPolicy(max_attempts=3, initial_backoff_s=0.01, max_backoff_s=0.05),
-    )
-    await broker.start()
-    try:
+    async with running_consumer(settings, topic, handler) as (broker, _):
         await broker.publish(b'{"not": "an envelope"}', topic=topic, key=b"k")
 
         async def dead_lettered() -> list[Any] | None:
             return await read_all(settings.kafka_bootstrap, dlq_of(topic)) or None
 
         [record] = await wait_for(dead_lettered, what="the garbage on the DLQ")
-    finally:
-        await broker.stop()
-        await redis.aclose()
     assert calls == []
     assert record.value == b'{"not": "an envelope"}'
     headers = {k: v.decode() for k, v in record.headers}
@@ -157,30 +161,18 @@ async def test_an_infrastructure_outage_is_waited_out_never_dead_lettered(
             stalled_seen.append(consumer.health.stalled)
             await asyncio.sleep(0.002)
 
-    redis = Redis.from_url(settings.redis_url)
-    broker = make_broker(settings, service="test", registry=CollectorRegistry())
-    consumer = ReliableConsumer(
-        broker,
-        topics=[topic],
-        group_id=f"ocsea-test-{uuid.uuid4().hex[:8]}",
-        handler=handler,
-        markers=ProcessedMarkers(redis, 600),
-        retry=RetryPolicy(max_attempts=3, initial_backoff_s=0.01, max_backoff_s=0.05),
-    )
-    await broker.start()
-    watcher = asyncio.create_task(watch_health())
-    try:
-        await publish_event(broker, topic, event)
+    async with running_consumer(settings, topic, handler) as (broker, consumer):
+        watcher = asyncio.create_task(watch_health())
+        try:
+            await publish_event(broker, topic, event)
 
-        async def done() -> bool:
-            return handled == [str(event.event_id)]
+            async def done() -> bool:
+                return handled == [str(event.event_id)]
 
-        await wait_for(done, what="the event handled once the outage ended")
-        dead = await read_all(settings.kafka_bootstrap, dlq_of(topic), within=2)
-    finally:
-        watcher.cancel()
-        await broker.stop()
-        await redis.aclose()
+            await wait_for(done, what="the event handled once the outage ended")
+            dead = await read_all(settings.kafka_bootstrap, dlq_of(topic), within=2)
+        finally:
+            watcher.cancel()
     assert outage["left"] == 0
     assert dead == []
     assert consumer.health.stalled == 0
