@@ -154,7 +154,7 @@ def _place(place: dict[str, Any], gazetteer: Gazetteer) -> None:
 
 def _file_hash(file_hash: dict[str, Any]) -> None:
     _convert(file_hash, "type", fold)  # "SHA-256" → sha256, "PhotoDNA" → photodna
-    if file_hash.get("type") in _HEX_HASHES:
+    if isinstance(kind := file_hash.get("type"), str) and kind in _HEX_HASHES:
         _convert(file_hash, "value", lambda v: "".join(western_digits(v).split()).casefold())
 
 
