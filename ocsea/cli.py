@@ -73,6 +73,13 @@ def run(
     single_process: Annotated[
         bool, typer.Option("--single-process", help="All services in this one process")
     ] = False,
+    lane_processes: Annotated[
+        bool,
+        typer.Option(
+            help="Give triage's and routing's bulk lane processes of their own, at a lower CPU "
+            "priority, so a backlog never takes the CPU a live report needs"
+        ),
+    ] = True,
 ) -> None:
     """Run the services, each in its own supervised process (restarted if it dies)."""
     from ocsea import runner
@@ -102,13 +109,14 @@ def run(
         raise typer.Exit(1)
     for note in runner.prepare_local(settings):
         print(note, flush=True)
-    processes = sum(counts.values())
+    children = runner.child_specs(settings, counts, lane_processes=lane_processes)
+    processes = len(children)
     print(
         f"starting {', '.join(names)} as {processes} processes "
         f"(Kafka {settings.kafka_bootstrap}; pid files in {runner.run_dir(settings)}) …",
         flush=True,
     )
-    raise typer.Exit(asyncio.run(runner.supervise(settings, counts)))
+    raise typer.Exit(asyncio.run(runner.supervise(settings, counts, lane_processes=lane_processes)))
 
 
 @app.command("serve-one", hidden=True)
@@ -117,6 +125,7 @@ def serve_one(
     replica: Annotated[int, typer.Option(min=0)] = 0,
     reuse_port: Annotated[bool, typer.Option("--reuse-port")] = False,
     ready_file: Annotated[Path | None, typer.Option()] = None,
+    lanes: Annotated[str | None, typer.Option(help="all, live or bulk")] = None,
 ) -> None:
     """One service process, as `ocsea run` starts it (local files already prepared)."""
     from ocsea.runner import SERVICES, serve_one
@@ -124,8 +133,14 @@ def serve_one(
     if name not in SERVICES:
         raise typer.BadParameter(f"unknown service {name!r}", param_hint="NAME")
     settings = _settings()
-    # Every log line of the process names its service and replica.
-    structlog.contextvars.bind_contextvars(service=name, replica=replica)
+    if lanes is not None:
+        if lanes not in ("all", "live", "bulk"):
+            raise typer.BadParameter("choose all, live or bulk", param_hint="--lanes")
+        settings = settings.model_copy(update={"serve_lanes": lanes})
+    # Every log line of the process names its service, lane and replica.
+    structlog.contextvars.bind_contextvars(
+        service=name, replica=replica, lanes=settings.serve_lanes
+    )
     tracer_provider(f"ocsea-{name}")
     raise typer.Exit(
         _until_done(serve_one(settings, name, reuse_port=reuse_port, ready_file=ready_file))

@@ -18,6 +18,14 @@ Replicas (`--replicas triage=2,routing=2`) are more processes of the same servic
   redelivered to whichever replica takes its partitions, and the consumers' idempotence makes
   that harmless.
 
+Lanes: triage and routing each get a second set of processes for the bulk lane only
+(`OCSEA_SERVE_LANES=bulk`): they run the bulk topics' consumers at a lower CPU priority
+(`OCSEA_BULK_LANE_NICE`), serve no public port, and leave timers and projections to the main
+processes, which serve the live lane and the API. The lanes' topics and consumer groups keep a
+backlog out of the live queue; the separate processes keep it off the live lane's CPU as well,
+since a process has one event loop and the kernel, not the loop, is what can put live first.
+`--no-lane-processes` runs both lanes in the main processes.
+
 `--single-process` keeps everything in one process and one event loop, as `ocsea intake` (and
 the other one-service commands) do.
 """
@@ -63,6 +71,8 @@ class ServiceSpec:
     optional: bool = False
     """Left out, with a note, where its module is not there."""
     ready_path: str = "/readyz"
+    bulk_lane: bool = False
+    """Consumes a bulk lane: `ocsea run` gives that lane processes of its own."""
 
     def available(self) -> bool:
         try:
@@ -79,8 +89,8 @@ SERVICES: dict[str, ServiceSpec] = {
     spec.name: spec
     for spec in (
         ServiceSpec("intake", "services.intake.app", lambda s: s.intake_port),
-        ServiceSpec("triage", "services.triage.app", lambda s: s.triage_port),
-        ServiceSpec("routing", "services.routing.app", lambda s: s.routing_port),
+        ServiceSpec("triage", "services.triage.app", lambda s: s.triage_port, bulk_lane=True),
+        ServiceSpec("routing", "services.routing.app", lambda s: s.routing_port, bulk_lane=True),
         ServiceSpec(
             "audit",
             "services.audit.app",
@@ -294,6 +304,15 @@ async def _report_ready(app: FastAPI, server: _Server, path: str, ready_file: Pa
     await asyncio.to_thread(ready_file.write_text, f"{os.getpid()}\n")
 
 
+async def _yield_cpu_once_started(server: _Server, settings: Settings) -> None:
+    """Behind live work for the CPU from the moment it serves (not before: starting up at a
+    low priority on a busy machine would only keep the bulk lane waiting to start)."""
+    while not server.started:  # noqa: ASYNC110 - uvicorn signals it no other way
+        await asyncio.sleep(READY_POLL_S)
+    # The event loop's thread is the process's work; threads started later inherit it.
+    os.nice(settings.bulk_lane_nice)
+
+
 async def _stop_when_orphaned(stop: Callable[[], None]) -> None:
     """A supervisor killed outright cannot stop its children: they stop themselves."""
     parent = os.getppid()
@@ -309,9 +328,16 @@ async def serve_one(
     """One service in this process (`ocsea serve-one`): 0 once asked to stop, 1 if it ended
     on its own (e.g. it could not start)."""
     spec = SERVICES[name]
+    port = spec.port(settings)
+    if settings.serve_lanes == "bulk":
+        # No public port: its API (health, metrics) listens on a port of the kernel's
+        # choosing, so no partner or officer request lands here.
+        port, reuse_port = 0, False
     app = spec.build(settings)
-    server = _server(app, settings, spec.port(settings))
-    sock = listening_socket(settings.host, spec.port(settings), reuse_port=reuse_port)
+    server = _server(app, settings, port)
+    sock = listening_socket(settings.host, port, reuse_port=reuse_port)
+    if settings.serve_lanes == "bulk":
+        log.info("service.bulk_lane", service=name, metrics_port=sock.getsockname()[1])
     requested = asyncio.Event()
 
     def stop() -> None:
@@ -320,6 +346,8 @@ async def serve_one(
 
     _on_stop_signals(stop)
     helpers = [asyncio.create_task(_stop_when_orphaned(stop))]
+    if settings.serve_lanes == "bulk":
+        helpers.append(asyncio.create_task(_yield_cpu_once_started(server, settings)))
     if ready_file is not None:
         helpers.append(asyncio.create_task(_report_ready(app, server, spec.ready_path, ready_file)))
     try:
@@ -339,35 +367,50 @@ def run_dir(settings: Settings) -> Path:
     return settings.var_dir / "run"
 
 
-def child_specs(settings: Settings, replicas: dict[str, int]) -> list[ChildSpec]:
+BULK_SUFFIX = "-bulk"
+
+
+def child_specs(
+    settings: Settings, replicas: dict[str, int], *, lane_processes: bool = True
+) -> list[ChildSpec]:
+    """The processes to run: each replica of each service, and, with `lane_processes`, as
+    many bulk-lane processes (`<service>-bulk`) beside each service that has a bulk lane."""
     specs = []
     for name, count in replicas.items():
-        for replica in range(count):
-            ready_file = run_dir(settings) / f"{name}-{replica}.ready"
-            argv = [sys.executable, "-m", "ocsea.cli", "serve-one", name, "--replica", str(replica)]
-            argv += ["--ready-file", str(ready_file)]
-            if count > 1:
-                argv.append("--reuse-port")
-            specs.append(
-                ChildSpec(
-                    service=name,
-                    replica=replica,
-                    argv=tuple(argv),
-                    pid_file=run_dir(settings) / f"{name}-{replica}.pid",
-                    ready_file=ready_file,
+        split = lane_processes and SERVICES[name].bulk_lane
+        lanes = [("live", name), ("bulk", name + BULK_SUFFIX)] if split else [("all", name)]
+        for lane, label in lanes:
+            for replica in range(count):
+                ready_file = run_dir(settings) / f"{label}-{replica}.ready"
+                argv = [sys.executable, "-m", "ocsea.cli", "serve-one", name]
+                argv += ["--replica", str(replica), "--ready-file", str(ready_file)]
+                argv += ["--lanes", lane]
+                if count > 1 and lane != "bulk":
+                    argv.append("--reuse-port")
+                specs.append(
+                    ChildSpec(
+                        service=label,
+                        replica=replica,
+                        argv=tuple(argv),
+                        pid_file=run_dir(settings) / f"{label}-{replica}.pid",
+                        ready_file=ready_file,
+                    )
                 )
-            )
     return specs
 
 
-async def supervise(settings: Settings, replicas: dict[str, int]) -> int:
+async def supervise(
+    settings: Settings, replicas: dict[str, int], *, lane_processes: bool = True
+) -> int:
     """Each service (and replica) in its own process, kept running until Ctrl+C."""
     config = SupervisorSettings()
+    children = child_specs(settings, replicas, lane_processes=lane_processes)
+    places = {name: where(settings, name) for name in replicas}
+    for child in children:
+        if child.service.endswith(BULK_SUFFIX):
+            places[child.service] = f"bulk lane (nice +{settings.bulk_lane_nice}, no public port)"
     supervisor = Supervisor(
-        child_specs(settings, replicas),
-        config.policy(),
-        stop_grace_s=config.stop_grace_s,
-        where={name: where(settings, name) for name in replicas},
+        children, config.policy(), stop_grace_s=config.stop_grace_s, where=places
     )
     pid_file = run_dir(settings) / "supervisor.pid"
     write_pid_file(pid_file)

@@ -113,7 +113,11 @@ class ServiceContext:
         """Subscribe reliably; a suffix gives a second, independent consumer group.
 
         Give `handler` for envelopes, or `raw_handler` for batches of records taken as they are.
+        A process that serves one lane only (`serve_lanes`) leaves the other lane's consumers
+        to the process that serves it; consumers of no lane run with the live lane.
         """
+        if not self.serves(lane):
+            return
         if self._consumer_metrics is None:
             self._consumer_metrics = ConsumerMetrics(self.registry)
         consumer = ReliableConsumer(
@@ -134,6 +138,12 @@ class ServiceContext:
         self.consumers.append(consumer)
         if "consumers" not in self.readiness:
             self.readiness["consumers"] = self._consumers_ready
+
+    def serves(self, lane: Lane | None) -> bool:
+        """Whether this process runs the work of `lane` (None: work of no lane, e.g. timers,
+        projections, the API, which run with the live lane)."""
+        serving = self.settings.serve_lanes
+        return serving == "all" or (serving == "bulk") == (lane is Lane.BULK)
 
     async def _consumers_ready(self) -> None:
         stalled = {c.group_id: c.health.stalled for c in self.consumers if c.health.stalled}

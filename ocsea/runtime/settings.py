@@ -125,6 +125,19 @@ class Settings(BaseSettings):
         description="How long an idle consumer waits for records before polling again: the "
         "most a record can wait in each stage when the system is quiet",
     )
+    serve_lanes: Literal["all", "live", "bulk"] = Field(
+        default="all",
+        description="Which lanes' consumers this process runs: `ocsea run` gives triage and "
+        "routing a process of their own for the bulk lane (at a lower CPU priority), and the "
+        "service's main process then runs `live` (its API, timers and projections included)",
+    )
+    bulk_lane_nice: int = Field(
+        default=10,
+        ge=0,
+        le=19,
+        description="How much lower the CPU priority of a bulk-lane process is (nice): the "
+        "kernel then gives live work the CPU first while a backlog drains",
+    )
     processed_marker_ttl_s: int = Field(default=14 * 24 * 3600, ge=60)
     publish_timeout_s: float = Field(default=10.0, gt=0)
 

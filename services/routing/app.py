@@ -309,8 +309,11 @@ def build(
             raise RuntimeError("task projection is being rebuilt")
 
     context.on_startup += [create_topics, projection.ensure]
-    context.after_start += [dispatcher.open, timers.start, deliveries.start]
-    context.before_stop += [dispatcher.close, timers.stop, deliveries.stop]
+    context.after_start.append(dispatcher.open)
+    context.before_stop.append(dispatcher.close)
+    if context.serves(None):  # not a bulk-lane process: the clocks run with the live lane
+        context.after_start += [timers.start, deliveries.start]
+        context.before_stop += [timers.stop, deliveries.stop]
     context.readiness["projection"] = projection_ready
     app_state: dict[str, Any] = {
         "engine": engine,

@@ -45,6 +45,7 @@ REPORT: dict[str, Any] = {
 ROLES = {"child_protection", "police"}
 OFFICERS = {"child_protection": "officer-erbil-cpu", "police": "officer-krg-cybercrime"}
 REPORTS = 200
+BATCH_ROWS = 40
 CONCURRENCY = 8
 
 
@@ -147,7 +148,8 @@ async def assert_each_report_handled_once(
     # A redelivered record may repeat an event; it must never be a second event.
     triaged = [
         json.loads(r.value)
-        for r in await read_all(system.bootstrap, topics.REPORTS_TRIAGED, within=60)
+        for topic in (topics.REPORTS_TRIAGED, topics.REPORTS_TRIAGED_BULK)
+        for r in await read_all(system.bootstrap, topic, within=60)
     ]
     triaged_ids: dict[str, set[str]] = defaultdict(set)
     for event in triaged:
@@ -211,6 +213,67 @@ async def test_kill_9_of_routing_then_triage_mid_stream_loses_and_doubles_nothin
     ]
     logged = {(e["service"], e["exit_code"]) for e in map(json.loads, restarts)}
     assert logged == {("routing", -9), ("triage", -9)}
+
+
+async def post_batches(
+    client: httpx.AsyncClient, system: RunningSystem, uploads: int, kills: dict[int, Victim]
+) -> tuple[list[str], dict[Victim, int]]:
+    """Post `uploads` NDJSON uploads of `BATCH_ROWS` reports each through the batch channel
+    (the bulk lane), one after another; after upload `n`, `kill -9` the process `kills[n]`."""
+    accepted: list[str] = []
+    killed: dict[Victim, int] = {}
+    for upload in range(1, uploads + 1):
+        rows = [
+            json.dumps({**REPORT, "source_reference": f"PPS-BULK-{uuid.uuid4().hex}"})
+            for _ in range(BATCH_ROWS)
+        ]
+        response = await client.post(
+            f"{system.urls['intake']}/v1/reports/batch",
+            content="\n".join(rows).encode(),
+            headers={**system.headers("partner-ngo"), "Content-Type": "application/x-ndjson"},
+        )
+        assert response.status_code == 202, response.text
+        assert response.json()["accepted"] == BATCH_ROWS, response.text
+        accepted += [row["case_id"] for row in response.json()["rows"]]
+        victim = kills.get(upload)
+        if victim is not None:
+            pid = system.pid(*victim)
+            assert pid is not None, f"no pid file for {victim}"
+            os.kill(pid, signal.SIGKILL)
+            killed[victim] = pid
+    return accepted, killed
+
+
+def nice_of(pid: int) -> int:
+    # /proc/<pid>/stat: the 19th field, counted after the command's closing parenthesis.
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    return int(stat[stat.rindex(")") + 2 :].split()[16])
+
+
+async def test_the_bulk_lane_runs_apart_behind_live_work_and_survives_kill_9(
+    supervised: RunningSystem, client: httpx.AsyncClient
+) -> None:
+    bulk = [("triage-bulk", 0), ("routing-bulk", 0)]
+    pids = {victim: supervised.pid(*victim) for victim in bulk}
+    assert None not in pids.values(), pids
+    # Lower CPU priority once serving; the main processes keep the default.
+    for pid in pids.values():
+        assert pid is not None
+
+        async def niced(pid: int = pid) -> bool:
+            return nice_of(pid) == 10
+
+        await wait_for(niced, within=30, what="the bulk lane's lower priority")
+    main_pid = supervised.pid("triage", 0)
+    assert main_pid is not None
+    assert nice_of(main_pid) == 0
+
+    since = datetime.now(UTC) - timedelta(seconds=5)
+    cases, killed = await post_batches(client, supervised, 6, {2: bulk[0], 4: bulk[1]})
+    assert set(killed) == set(bulk)
+    for victim, old_pid in killed.items():
+        await wait_restarted(supervised, victim, old_pid)
+    await assert_each_report_handled_once(client, supervised, since, cases)
 
 
 async def test_replicas_share_the_port_and_split_the_work(
