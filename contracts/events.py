@@ -310,6 +310,18 @@ class TriageOverrideInfo(BaseModel):
     )
 
 
+class PartnerAssessment(BaseModel):
+    """What the rules make of one partner's own reports on a case, as if no other partner had
+    reported: what that partner may be shown. Classification and priority only; nothing
+    personal, nothing drawn from another partner's report."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    partner_id: str = Field(description="The partner it is for (an account id)")
+    classification: Classification
+    priority: Priority
+
+
 class ReportTriagedData(EventData):
     """The case's current combined triage result (all its reports so far)."""
 
@@ -351,6 +363,13 @@ class ReportTriagedData(EventData):
         description="sha256 of the canonical inputs: same inputs and rules, same result",
     )
     rules_digest: str | None = None
+    partner_assessment: PartnerAssessment | None = Field(
+        default=None,
+        description="The rules over the reports of `report_id`'s partner alone (links to other "
+        "partners' reports left out; an override only when every report of the case is that "
+        "partner's): what intake shows that partner, so its status never reveals that another "
+        "partner reported the same person. Absent from results made before it existed",
+    )
 
 
 class ReclassificationTrigger(StrEnum):

@@ -647,9 +647,9 @@ def build(settings: Settings, intake: IntakeSettings | None = None) -> FastAPI:
                 triaged.report_id,
                 envelope.case_id,
                 envelope.occurred_at,
-                triaged.classification.value,
-                triaged.priority.value,
                 utc_now(),
+                own=triaged.partner_assessment,
+                case_result=(triaged.classification.value, triaged.priority.value),
             )
         elif envelope.event_type == EventType.TASK_ASSIGNED:
             task = envelope.payload(TaskAssignedData)
@@ -685,8 +685,9 @@ class Unavailable(Exception):  # noqa: N818 (an answer to give, not a fault)
 
 def partner_view(report_id: uuid.UUID, partner: str, record: ReportStatusRecord) -> ReportStatus:
     """A report as its partner may see it: its own progress, its own reference for the case,
-    its own earlier reports on the case, and a classification only from triage results drawn
-    from its own reports alone (never from another partner's)."""
+    its own earlier reports on the case, and the classification and priority triage drew from
+    its own reports alone (never from another partner's): the same answer as had no other
+    partner reported the same person."""
     fields, progress, view = record.fields, record.progress, record.view
     own_linked = [r for r, other in json.loads(progress.get("linked", "[]")) if other == partner]
     state = (

@@ -24,6 +24,7 @@ from typing import Any, cast
 
 from redis.asyncio import Redis
 
+from contracts.events import PartnerAssessment
 from services.intake.config import IntakeSettings
 
 PREFIX = "ocsea:intake"
@@ -372,16 +373,19 @@ class IntakeStore:
         report_id: uuid.UUID,
         case_id: uuid.UUID,
         at: datetime,
-        classification: str,
-        priority: str,
         now: datetime,
+        *,
+        own: PartnerAssessment | None,
+        case_result: tuple[str, str],
     ) -> None:
         """A triage result for the case, caused by this report.
 
-        Its partner sees the classification and priority only if every report of the case
-        is its own: a result that drew on another partner's report would tell it that someone
-        else reported the same person. A report reaching triage on a case that is already
-        routed is routed from then (no new task is created for it)."""
+        Its partner sees the classification and priority triage drew from that partner's own
+        reports alone (`own`), never the case's combined result, which would tell it that
+        someone else reported the same person. A result from before triage made that
+        assessment (`own` absent) is shown only if every report of the case is the partner's.
+        A report reaching triage on a case that is already routed is routed from then (no new
+        task is created for it)."""
         status_key = f"{PREFIX}:status:{report_id}"
         case_key = f"{PREFIX}:case:{case_id}"
         async with self._redis.pipeline(transaction=False) as pipe:
@@ -398,13 +402,19 @@ class IntakeStore:
             if case_routed is not None:
                 pipe.hsetnx(status_key, "routed_at", now.isoformat())
             pipe.expire(status_key, ttl)
-            if {_text(p) for p in partners} == {owner}:
+            shown: tuple[str, str] | None = None
+            if own is not None:
+                if own.partner_id == owner:
+                    shown = (own.classification.value, own.priority.value)
+            elif {_text(p) for p in partners} == {owner}:
+                shown = case_result
+            if shown is not None:
                 view_key = self._view_key(case_id, owner)
                 pipe.hset(
                     view_key,
                     mapping={
-                        "classification": classification,
-                        "priority": priority,
+                        "classification": shown[0],
+                        "priority": shown[1],
                         "updated_at": at.isoformat(),
                     },
                 )

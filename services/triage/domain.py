@@ -24,7 +24,7 @@ import json
 import re
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import Enum
 from functools import cache
 from typing import Any
@@ -33,6 +33,7 @@ from contracts.events import (
     AgeBasis,
     CaseReclassifiedData,
     Classification,
+    PartnerAssessment,
     Priority,
     ReclassificationTrigger,
     ReportReceivedData,
@@ -613,10 +614,25 @@ def triage_case(
     trigger_report_id: uuid.UUID | None = None,
     override: TriageOverrideInfo | None = None,
 ) -> ReportTriagedData:
-    """The case's combined triage result: a pure function of its reports, rules and override."""
+    """The case's combined triage result: a pure function of its reports, rules and override,
+    with the assessment its report's partner may be shown (`partner_assessment`)."""
     ordered = canonical_order(reports)
     if not ordered:
         raise ValueError("a case has at least one report")
+    result = _case_result(ordered, rules, trigger_report_id=trigger_report_id, override=override)
+    return result.model_copy(
+        update={"partner_assessment": partner_assessment(ordered, result, rules, override)}
+    )
+
+
+def _case_result(
+    ordered: Sequence[CaseReport],
+    rules: Rules,
+    *,
+    trigger_report_id: uuid.UUID | None,
+    override: TriageOverrideInfo | None,
+) -> ReportTriagedData:
+    """The rules over reports already in canonical order (at least one)."""
     order = [r.received.report_id for r in ordered]
     signals = _collect(ordered, rules)
 
@@ -717,6 +733,62 @@ def triage_case(
         rules_digest=rules.digest,
     )
     return apply_override(result, override) if override else result
+
+
+# ---------------------------------------------------------------------------------------------
+# What a partner may be shown
+
+
+def own_reports(reports: Iterable[CaseReport], partner_id: str) -> list[CaseReport]:
+    """The partner's own reports of a case, as they would be had no other partner reported:
+    links to reports not among them are left out, since they may be another partner's and the
+    rules count linked reports (`repeat_reports`)."""
+    mine = [r for r in reports if r.received.partner_id == partner_id]
+    ids = {r.received.report_id for r in mine}
+
+    def alone(report: CaseReport) -> CaseReport:
+        links = report.received.linked_report_ids
+        if all(link in ids for link in links):
+            return report
+        kept = tuple(link for link in links if link in ids)
+        reasons = report.received.link_reasons if kept else ()
+        received = report.received.model_copy(
+            update={"linked_report_ids": kept, "link_reasons": reasons}
+        )
+        return replace(report, received=received)
+
+    return [alone(r) for r in mine]
+
+
+def partner_assessment(
+    ordered: Sequence[CaseReport],
+    result: ReportTriagedData,
+    rules: Rules,
+    override: TriageOverrideInfo | None = None,
+) -> PartnerAssessment | None:
+    """The classification and priority drawn only from the reports of the partner whose report
+    caused `result` (None if that report is not among `ordered`).
+
+    A partner must never learn that another partner reported the same person, so what it is
+    shown is what the rules make of its own reports alone. The supervisor's override counts
+    only when every report of the case is the partner's: it was decided on the whole case."""
+    partner = next(
+        (r.received.partner_id for r in ordered if r.received.report_id == result.report_id), None
+    )
+    if partner is None:
+        return None
+    own = own_reports(ordered, partner)
+    only_its_own = len(own) == len(ordered)
+    if only_its_own and all(a is b for a, b in zip(own, ordered, strict=True)):
+        # Nothing of anyone else's went into the case's result: it is the partner's own.
+        source = result
+    else:
+        source = _case_result(
+            own, rules, trigger_report_id=None, override=override if only_its_own else None
+        )
+    return PartnerAssessment(
+        partner_id=partner, classification=source.classification, priority=source.priority
+    )
 
 
 def apply_override(result: ReportTriagedData, override: TriageOverrideInfo) -> ReportTriagedData:
