@@ -12,6 +12,7 @@ import typer
 import uvloop
 
 from ocsea.bench_cli import bench as bench_command
+from ocsea.dlq import app as dlq_app
 from ocsea.runtime.logging import configure_logging, get_logger
 from ocsea.runtime.settings import Settings
 from ocsea.runtime.telemetry import tracer_provider
@@ -25,6 +26,7 @@ app.add_typer(contracts_app, name="contracts")
 
 app.add_typer(stack_app, name="stack", help="The local Kafka, Redis and PostgreSQL stack")
 app.command("bench")(bench_command)
+app.add_typer(dlq_app, name="dlq", help="Records parked on the .dlq topics: list, show, re-drive")
 
 
 def _settings() -> Settings:
