@@ -43,7 +43,7 @@ class ActorKind(StrEnum):
 class Actor(BaseModel):
     """Who caused an event: an id, never a person's name."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="ignore")
 
     kind: ActorKind
     id: str = Field(min_length=1, max_length=200)
@@ -73,7 +73,7 @@ class EventType(StrEnum):
 class Envelope(BaseModel):
     """The common envelope of every event; `data` is validated against the type's model."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="ignore")
 
     event_id: uuid.UUID
     event_type: str = Field(min_length=1, max_length=100)
@@ -90,9 +90,14 @@ class Envelope(BaseModel):
 
 
 class EventData(BaseModel):
-    """Base of every payload; payloads ignore no field silently."""
+    """Base of every payload.
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    Readers tolerate fields they do not know (they ignore them): within a major version
+    events change additively only, and an added field must not make a consumer still running
+    the previous version park every event during a rolling upgrade (or a replica not yet
+    restarted). The audit ledger keeps every event's bytes whole, so nothing is lost."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
 
 
 DataT = TypeVar("DataT", bound=EventData)
@@ -101,7 +106,7 @@ DataT = TypeVar("DataT", bound=EventData)
 class EncryptedBlob(BaseModel):
     """Personal data sealed with AES-GCM under the case's data key (see runtime.crypto)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="ignore", frozen=True)
 
     key_id: str
     nonce: str = Field(description="base64url, 12 bytes")
@@ -120,7 +125,7 @@ class AgeEvidenceKind(StrEnum):
 class SurvivorFacts(BaseModel):
     """What triage needs of one survivor, in the clear: ages, never identity."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="ignore", frozen=True)
 
     survivor_ref: str = Field(description="Opaque per-report reference, e.g. 's1'")
     age_at_incident: int | None = Field(
@@ -138,7 +143,7 @@ class SurvivorFacts(BaseModel):
 
 
 class IncidentFacts(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="ignore", frozen=True)
 
     occurred_at: AwareDatetime | None = None
     governorate: Governorate | None = None
@@ -235,7 +240,7 @@ class Priority(StrEnum):
 
 
 class UrgencyFactor(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="ignore", frozen=True)
 
     name: str
     points: int
@@ -250,7 +255,7 @@ class UrgencyFactor(BaseModel):
 class ViolenceLabel(BaseModel):
     """One type of online violence and every source that said so."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="ignore", frozen=True)
 
     type: ViolenceType
     sources: tuple[str, ...] = Field(
@@ -261,7 +266,7 @@ class ViolenceLabel(BaseModel):
 class SurvivorAgeFinding(BaseModel):
     """The age triage found for one survivor (or a depicted, unidentified child)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="ignore", frozen=True)
 
     survivor: str = Field(
         description="survivor_ref across the case's reports; 'depicted' (files), 'source' "
@@ -287,7 +292,7 @@ class OverrideReason(StrEnum):
 class TriageOverrideInfo(BaseModel):
     """A supervisor's override in force on the case, beside what the rules computed."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="ignore", frozen=True)
 
     override_id: uuid.UUID
     by: str = Field(description="The supervisor's principal name (an account id)")
@@ -315,7 +320,7 @@ class PartnerAssessment(BaseModel):
     reported: what that partner may be shown. Classification and priority only; nothing
     personal, nothing drawn from another partner's report."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="ignore", frozen=True)
 
     partner_id: str = Field(description="The partner it is for (an account id)")
     classification: Classification
@@ -453,7 +458,7 @@ _CODE = r"^[a-z][a-z0-9_]{0,63}$"
 
 
 class EscalationStep(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="ignore", frozen=True)
 
     level: int = Field(ge=1)
     target: EscalationTarget

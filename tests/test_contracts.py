@@ -75,3 +75,34 @@ def test_breaking_change_detector_catches_removal_and_new_requirement() -> None:
     new = {"type": "object", "properties": {"b": {"type": "string"}}, "required": ["b"]}
     assert breaking_changes(old, new) == ["$.a: removed", "$: newly required ['b']"]
     assert breaking_changes(old, {**old, "properties": {**old["properties"], "c": {}}}) == []
+
+
+def test_readers_tolerate_an_added_field() -> None:
+    """An event from a producer one additive change ahead reads as before: a consumer still
+    on the previous version ignores the new field instead of parking the event."""
+    from contracts.events import Envelope, TaskAcknowledgedData
+
+    assert PINNED["event.task.acknowledged"].get("additionalProperties") is not False
+    event = {
+        "event_id": "00000000-0000-4000-8000-000000000001",
+        "event_type": "task.acknowledged",
+        "occurred_at": "2026-12-01T10:00:00+00:00",
+        "case_id": "00000000-0000-4000-8000-000000000002",
+        "producer": "routing",
+        "actor": {"kind": "officer", "id": "officer-1", "added_later": 1},
+        "added_to_the_envelope": "x",
+        "data": {
+            "task_id": "00000000-0000-4000-8000-000000000003",
+            "version": 2,
+            "agency_id": "erbil-cpu",
+            "added_to_the_data": {"any": "thing"},
+        },
+    }
+    envelope = Envelope.model_validate_json(json.dumps(event))
+    assert "added_to_the_envelope" not in envelope.model_dump()
+    acknowledged = envelope.payload(TaskAcknowledgedData)
+    assert (acknowledged.version, acknowledged.agency_id) == (2, "erbil-cpu")
+    # Tolerant of additions, never of a missing or wrong field.
+    too_early = {**acknowledged.model_dump(mode="json"), "version": 1}
+    with pytest.raises(ValueError, match="version"):
+        envelope.model_copy(update={"data": too_early}).payload(TaskAcknowledgedData)
