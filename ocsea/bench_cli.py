@@ -47,6 +47,10 @@ def bench(
     single_process: Annotated[
         bool, typer.Option("--single-process", help="Passed to `ocsea run`: one process")
     ] = False,
+    lane_processes: Annotated[
+        bool,
+        typer.Option(help="Passed to `ocsea run`: bulk lanes in processes of their own"),
+    ] = True,
     partitions: Annotated[int, typer.Option(help="Partitions per topic (private stack)")] = 6,
     phases: Annotated[str, typer.Option(help=PHASE_HELP)] = "baseline,batch,single,p1,fixed",
     stall: Annotated[
@@ -106,6 +110,7 @@ def bench(
         batch_concurrency=batch_concurrency,
         replicas=replicas,
         single_process=single_process,
+        lane_processes=lane_processes,
         partitions=partitions,
         phases=tuple(p.strip() for p in phases.split(",") if p.strip()),
         stall_s=stall,

@@ -102,6 +102,7 @@ class Options:
     batch_concurrency: int = 2
     replicas: str | None = None
     single_process: bool = False
+    lane_processes: bool = True
     partitions: int = 6
     phases: tuple[str, ...] = PHASES
     stall_s: float | None = None
@@ -209,6 +210,7 @@ async def _system(options: Options, run_dir: Path) -> AsyncIterator[System]:
             partitions=options.partitions,
             replicas=options.replicas,
             single_process=options.single_process,
+            lane_processes=options.lane_processes,
             group_prefix=f"ocsea-bench-{run_dir.name}",
             extra_env=options.extra_env(),
             say=say,
@@ -371,7 +373,7 @@ def _usage_rows(batch: ph.BatchRun) -> list[list[str]]:
     processes = Counter(service_of(label) for label in batch.usage)
     for service, cpu in sorted(by_service.items()):
         if processes[service] > 1:
-            rows.append([f"**{service}** (all replicas)", "", fmt(cpu, 1),
+            rows.append([f"**{service}** (all its processes)", "", fmt(cpu, 1),
                          fmt(per_10k(cpu, reports), 1),
                          fmt(cpu * 1000 / reports if reports else None, 2), ""])  # fmt: skip
     own = batch.load_generator_cpu_s
@@ -449,7 +451,8 @@ def report_text(options: Options, results: Results) -> str:
         f"ocsea bench ({f['profile']}), {f['date']}, load average {f['load_avg_start']} → "
         f"{f['load_avg_end']}, {f['cpus']} CPUs, {options.partitions} partitions"
         f"{', replicas ' + options.replicas if options.replicas else ''}"
-        f"{', one process for all services' if options.single_process else ''}",
+        f"{', one process for all services' if options.single_process else ''}"
+        f"{'' if options.lane_processes else ', both lanes in one process per service'}",
         "",
         markdown_table(["measurement", "result"], rows),
     ]
@@ -502,6 +505,7 @@ def figures(options: Options, results: Results) -> dict[str, Any]:
         "partitions": options.partitions,
         "replicas": options.replicas,
         "single_process": options.single_process,
+        "lane_processes": options.lane_processes,
         "e2e_reports": len(batch.phase.accepted_at) if batch else None,
         "e2e_complete": batch.phase.complete if batch else None,
         "intake_accept_reports_per_s": batch.intake_accept_rate() if batch else None,

@@ -75,9 +75,10 @@ def parse_replicas(text: str | None) -> dict[str, int]:
 
 
 def service_of(label: str) -> str:
-    """`triage-2` → `triage` (a process label is `<service>-<replica>`); others unchanged."""
+    """`triage-2` → `triage`, `triage-bulk-0` → `triage` (a process label is
+    `<service>[-bulk]-<replica>`); others unchanged."""
     name, _, replica = label.rpartition("-")
-    return name if name and replica.isdigit() else label
+    return name.removesuffix("-bulk") if name and replica.isdigit() else label
 
 
 def per_10k(value: float, reports: int) -> float | None:

@@ -214,6 +214,7 @@ async def start_system(
     replicas: str | None,
     single_process: bool,
     group_prefix: str,
+    lane_processes: bool = True,
     extra_env: dict[str, str],
     say: Say,
     within: float = 300,
@@ -239,6 +240,7 @@ async def start_system(
     argv = [sys.executable, "-m", "ocsea.cli", "run"]
     argv += ["--replicas", replicas] if replicas else []
     argv += ["--single-process"] if single_process else []
+    argv += [] if lane_processes else ["--no-lane-processes"]
     say(f"starting `ocsea {' '.join(argv[3:])}` (log: {log_file})")
     process = _launch(argv, env, var_dir, log_file)
     urls = {name: f"http://127.0.0.1:{ports[name]}" for name in SERVICE_PORTS[:4]}

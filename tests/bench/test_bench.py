@@ -135,6 +135,7 @@ def test_replicas_option() -> None:
         with pytest.raises(ValueError, match="--replicas"):
             parse_replicas(bad)
     assert service_of("triage-2") == "triage"
+    assert service_of("routing-bulk-0") == "routing"
     assert service_of("supervisor") == "supervisor"
 
 
