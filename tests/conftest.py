@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -155,6 +157,7 @@ def start_system(
         env=env,
         stdout=log_file.open("ab"),
         stderr=subprocess.STDOUT,
+        preexec_fn=_stop_with_this_process,
     )
     urls = {name: f"http://127.0.0.1:{ports[name]}" for name in names}
     system = RunningSystem(env, urls, {}, var_dir, log_file, process)
@@ -188,6 +191,14 @@ def start_system(
             process.wait(timeout=0.2)
     system.credentials = json.loads((var_dir / "demo-credentials.json").read_text())
     return system
+
+
+def _stop_with_this_process() -> None:
+    """In the child, before `ocsea run` starts: ask the kernel for a SIGTERM when the test
+    process dies, so a killed test run (a timeout, Ctrl+C twice) leaves no system behind
+    consuming the shared topics."""
+    pr_set_pdeathsig = 1
+    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
 
 
 @pytest.fixture(scope="session")
