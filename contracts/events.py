@@ -68,6 +68,7 @@ class EventType(StrEnum):
     TASK_DELIVERED = "task.delivered"
     CASE_VIEWED = "case.viewed"
     CASE_ACCESS_DENIED = "case.access_denied"
+    CASE_ERASED = "case.erased"
 
 
 class Envelope(BaseModel):
@@ -587,6 +588,34 @@ class CaseAccessData(EventData):
     reason: str = Field(description="Why access was granted or refused")
 
 
+class ErasureReason(StrEnum):
+    """Why a case's personal data was erased: a code, never words (words could name people,
+    and the ledger and the topics cannot forget them)."""
+
+    RETENTION_EXPIRED = "retention_expired"
+    DATA_SUBJECT_REQUEST = "data_subject_request"
+    LEGAL_ORDER = "legal_order"
+    ENTERED_IN_ERROR = "entered_in_error"
+    OTHER = "other"
+
+
+ERASURE_REFERENCE_PATTERN = r"^[A-Za-z0-9._:-]{1,100}$"
+"""An operator's record of an erasure request: a ticket-like token, never words."""
+
+
+class CaseErasedData(EventData):
+    """The case's data key was destroyed: its personal data, wherever it travelled (topics,
+    projections, exports), can no longer be opened. Ids, clear facts and the ledger stay."""
+
+    reason: ErasureReason
+    reference: str | None = Field(
+        default=None,
+        pattern=ERASURE_REFERENCE_PATTERN,
+        description="The operator's own record of the request (a ticket id), never free text",
+    )
+    erased_at: AwareDatetime = Field(description="When the key was destroyed")
+
+
 EVENT_DATA_MODELS: dict[EventType, type[EventData]] = {
     EventType.REPORT_RECEIVED: ReportReceivedData,
     EventType.REPORT_TRIAGED: ReportTriagedData,
@@ -605,6 +634,7 @@ EVENT_DATA_MODELS: dict[EventType, type[EventData]] = {
     EventType.TASK_DELIVERED: TaskDeliveredData,
     EventType.CASE_VIEWED: CaseAccessData,
     EventType.CASE_ACCESS_DENIED: CaseAccessData,
+    EventType.CASE_ERASED: CaseErasedData,
 }
 
 

@@ -26,6 +26,8 @@ RECEIVED_BY_LANE = {Lane.LIVE: REPORTS_RECEIVED, Lane.BULK: REPORTS_RECEIVED_BUL
 TRIAGED_BY_LANE = {Lane.LIVE: REPORTS_TRIAGED, Lane.BULK: REPORTS_TRIAGED_BULK}
 TASKS_EVENTS = "ocsea.tasks.events.v1"
 ACCESS = "ocsea.access.v1"
+CASES = "ocsea.cases.v1"
+"""What happens to a case as a whole rather than to a report or a task: `case.erased`."""
 
 DISPATCH_CHILD_PROTECTION = "ocsea.dispatch.child-protection.v1"
 DISPATCH_POLICE = "ocsea.dispatch.police.v1"
@@ -48,6 +50,7 @@ ALL_EVENT_TOPICS = (
     REPORTS_TRIAGED_BULK,
     TASKS_EVENTS,
     ACCESS,
+    CASES,
 )
 
 

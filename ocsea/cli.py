@@ -12,11 +12,14 @@ import typer
 import uvloop
 
 from ocsea.bench_cli import bench as bench_command
+from ocsea.case_cli import app as case_app
 from ocsea.dlq import app as dlq_app
 from ocsea.runtime.logging import configure_logging, get_logger
 from ocsea.runtime.settings import Settings
 from ocsea.runtime.telemetry import tracer_provider
 from ocsea.stack import app as stack_app
+from ocsea.stack import use_local_redis
+from ocsea.topic_plan import main as topic_plan_command
 from services.audit.cli import make_app as make_audit_app
 from services.triage.cli import make_app as make_triage_app
 
@@ -26,10 +29,15 @@ app.add_typer(contracts_app, name="contracts")
 
 app.add_typer(stack_app, name="stack", help="The local Kafka, Redis and PostgreSQL stack")
 app.command("bench")(bench_command)
+app.command("topics", help="Make a cluster's topics match a topic plan (deploy/kafka/topics.toml)")(
+    topic_plan_command
+)
 app.add_typer(dlq_app, name="dlq", help="Records parked on the .dlq topics: list, show, re-drive")
+app.add_typer(case_app, name="case", help="Operators' acts on a case: erase its personal data")
 
 
 def _settings() -> Settings:
+    use_local_redis()  # the local stack's Redis asks for a password
     settings = Settings()
     configure_logging(settings.log_level, json=settings.log_json)
     return settings

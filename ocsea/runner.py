@@ -49,7 +49,7 @@ import uvicorn
 from fastapi import FastAPI
 
 from ocsea.runtime.auth import DemoAgency, ensure_demo_principals
-from ocsea.runtime.crypto import load_or_create_master_key
+from ocsea.runtime.crypto import master_key_for
 from ocsea.runtime.logging import get_logger
 from ocsea.runtime.settings import Settings
 from ocsea.supervisor import ChildSpec, Supervisor, SupervisorSettings, write_pid_file
@@ -168,7 +168,7 @@ def prepare_local(settings: Settings) -> list[str]:
             notes.append(f"created demo credentials in {credentials}")
         else:
             notes.append(f"demo credentials: {credentials}")
-    load_or_create_master_key(settings.resolved_master_key_file)
+    master_key_for(settings)
     return notes
 
 
@@ -331,8 +331,9 @@ async def serve_one(
     port = spec.port(settings)
     if settings.serve_lanes == "bulk":
         # No public port: its API (health, metrics) listens on a port of the kernel's
-        # choosing, so no partner or officer request lands here.
-        port, reuse_port = 0, False
+        # choosing (or, in a container of its own, `bulk_lane_port`), so no partner or
+        # officer request lands here.
+        port, reuse_port = settings.bulk_lane_port or 0, False
     app = spec.build(settings)
     server = _server(app, settings, port)
     sock = listening_socket(settings.host, port, reuse_port=reuse_port)

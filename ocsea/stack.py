@@ -12,7 +12,11 @@ Everything runs as detached processes of its own (not system services), with its
   formatted once (`kafka.tools.StorageTool format`, static controller quorum); the cluster id
   lives in `var/stack/kafka/data/meta.properties`.
 * **Redis** — the Debian `redis-server` (installed with apt-get when missing), daemonized with a
-  pid file, append-only file on, data in `var/stack/redis/`.
+  pid file, append-only file on, data in `var/stack/redis/`, a password required
+  (`requirepass`; generated into `var/stack/redis.password`, 0600, on its first start). A
+  Redis started by an earlier version, without one, keeps running without one until its next
+  start: clients are given a URL with the password only when the running Redis asks for it,
+  and `status` says which.
 * **PostgreSQL** — the newest Debian `postgresql` server under `/usr/lib/postgresql/*/bin`
   (installed with apt-get when missing). PostgreSQL refuses to run as root, so when we are root
   its `initdb` and `postgres` run as the `postgres` OS user, in a directory owned by that user:
@@ -42,6 +46,7 @@ import logging
 import os
 import pwd
 import re
+import secrets
 import shlex
 import shutil
 import signal
@@ -50,7 +55,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable, Coroutine, Iterator, Sequence
+from collections.abc import Callable, Coroutine, Iterator, MutableMapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -61,16 +66,19 @@ from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 __all__ = [
+    "COMPONENTS",
     "DEFAULT_KAFKA_VERSION",
     "StackError",
     "StackSettings",
     "app",
     "down",
     "find_repo_root",
+    "redis_password",
     "reset",
     "service_env",
     "status",
     "up",
+    "use_local_redis",
 ]
 
 DEFAULT_KAFKA_VERSION = "4.4.0"
@@ -202,8 +210,15 @@ class StackSettings(BaseSettings):
         return f"{LOOPBACK}:{self.kafka_port}"
 
     @property
+    def redis_password_file(self) -> Path:
+        return self.base_dir / "redis.password"
+
+    @property
     def redis_url(self) -> str:
-        return f"redis://{LOOPBACK}:{self.redis_port}/0"
+        """Where clients reach Redis, with the password when the running Redis needs one."""
+        password = redis_password(self)
+        auth = f":{password}@" if password else ""
+        return f"redis://{auth}{LOOPBACK}:{self.redis_port}/0"
 
     @property
     def postgres_url(self) -> str:
@@ -211,6 +226,20 @@ class StackSettings(BaseSettings):
             f"postgresql+asyncpg://{self.postgres_user}:{self.postgres_password}"
             f"@{LOOPBACK}:{self.postgres_port}/{self.postgres_db}"
         )
+
+
+def use_local_redis(environ: MutableMapping[str, str] | None = None) -> None:
+    """Point a local run (`ocsea run`, `ocsea <service>`) given no `OCSEA_REDIS_URL` at the
+    local stack's Redis, with its password when it asks for one; its processes inherit it. A
+    deployment names its own Redis (a secret file), so nothing is set there."""
+    environ = os.environ if environ is None else environ
+    if "OCSEA_REDIS_URL" in environ or environ.get("OCSEA_SECRETS_DIR"):
+        return
+    if environ.get("OCSEA_DEPLOYMENT", "").strip().lower() in ("1", "true", "yes", "on"):
+        return
+    settings = StackSettings()
+    if redis_password(settings) is not None:
+        environ["OCSEA_REDIS_URL"] = settings.redis_url
 
 
 def service_env(settings: StackSettings) -> dict[str, str]:
@@ -894,14 +923,70 @@ def _redis_pid(settings: StackSettings) -> int | None:
     return pid if _pid_alive(pid, "redis-server") else None
 
 
-def _redis_ping(port: int, timeout: float = 1.0) -> bool:
+def _redis_command(*parts: str) -> bytes:
+    encoded = [part.encode() for part in parts]
+    return f"*{len(encoded)}\r\n".encode() + b"".join(
+        b"$%d\r\n%s\r\n" % (len(part), part) for part in encoded
+    )
+
+
+def _redis_ping(port: int, timeout: float = 1.0, password: str | None = None) -> bool:
+    """Whether Redis answers PING (after AUTH with `password`, when given)."""
+    request = (_redis_command("AUTH", password) if password else b"") + _redis_command("PING")
+    answer = b""
     try:
         with socket.create_connection((LOOPBACK, port), timeout=timeout) as sock:
-            sock.sendall(b"PING\r\n")
-            answer = sock.recv(64)
+            sock.sendall(request)
+            while b"PONG" not in answer and b"-" not in answer and len(answer) < 256:
+                chunk = sock.recv(64)
+                if not chunk:
+                    break
+                answer += chunk
     except OSError:
         return False
-    return answer.startswith(b"+PONG")
+    # Without a password, a Redis that requires one answers -NOAUTH; a wrong one, -WRONGPASS.
+    return answer.startswith(b"+OK\r\n+PONG" if password else b"+PONG")
+
+
+def _read_redis_password(settings: StackSettings) -> str | None:
+    try:
+        return settings.redis_password_file.read_text(encoding="ascii").strip() or None
+    except FileNotFoundError:
+        return None
+
+
+def _ensure_redis_password(settings: StackSettings) -> str:
+    """The stack's Redis password, generated (0600) the first time Redis starts."""
+    existing = _read_redis_password(settings)
+    if existing is not None:
+        return existing
+    password = secrets.token_hex(24)
+    settings.base_dir.mkdir(parents=True, exist_ok=True)
+    fd = os.open(settings.redis_password_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="ascii") as handle:
+        handle.write(password + "\n")
+    return password
+
+
+def _redis_open(settings: StackSettings) -> bool:
+    """Whether the running Redis answers without a password (started before it had one)."""
+    return _redis_ping(settings.redis_port)
+
+
+def redis_password(settings: StackSettings) -> str | None:
+    """The password clients must give the stack's Redis: its own, unless the Redis running
+    answers without one (then none, until it is restarted with one)."""
+    password = _read_redis_password(settings)
+    if password is None or _redis_open(settings):
+        return None
+    return password
+
+
+def _redis_ready(settings: StackSettings) -> bool:
+    password = _read_redis_password(settings)
+    return _redis_ping(settings.redis_port) or (
+        password is not None and _redis_ping(settings.redis_port, password=password)
+    )
 
 
 def _redis_quote(value: str | Path) -> str:
@@ -919,7 +1004,7 @@ def _start_redis(settings: StackSettings, redis_server: Path, echo: Echo) -> _St
         return _Starting(
             name="redis",
             started=time.monotonic(),
-            probe=lambda: _redis_ping(settings.redis_port),
+            probe=lambda: _redis_ready(settings),
             alive=lambda: _pid_alive(pid, "redis-server"),
             logs=logs,
             hint="see its logs",
@@ -929,6 +1014,9 @@ def _start_redis(settings: StackSettings, redis_server: Path, echo: Echo) -> _St
     settings.run_dir.mkdir(parents=True, exist_ok=True)
     settings.logs_dir.mkdir(parents=True, exist_ok=True)
     pid_file.unlink(missing_ok=True)
+    password = _ensure_redis_password(settings)
+    conf.touch(mode=0o600)  # it holds the password
+    conf.chmod(0o600)
     conf.write_text(
         "\n".join(
             [
@@ -943,6 +1031,7 @@ def _start_redis(settings: StackSettings, redis_server: Path, echo: Echo) -> _St
                 "appendonly yes",
                 "appendfsync everysec",
                 "save 3600 1 300 100 60 10000",
+                f"requirepass {_redis_quote(password)}",
             ]
         )
         + "\n"
@@ -967,7 +1056,7 @@ def _start_redis(settings: StackSettings, redis_server: Path, echo: Echo) -> _St
     return _Starting(
         name="redis",
         started=started,
-        probe=lambda: _redis_ping(settings.redis_port) and _redis_pid(settings) is not None,
+        probe=lambda: _redis_ready(settings) and _redis_pid(settings) is not None,
         alive=alive,
         logs=logs,
         hint="see its logs",
@@ -1313,16 +1402,32 @@ def up(settings: StackSettings, *, with_postgres: bool = True, echo: Echo | None
     say(f"stack up in {time.monotonic() - started:.1f}s")
 
 
-def down(settings: StackSettings, *, echo: Echo | None = None) -> None:
-    """Stop every component gracefully (a component that is not running is fine)."""
+COMPONENTS = ("kafka", "redis", "postgres")
+
+
+def down(
+    settings: StackSettings, *, echo: Echo | None = None, only: Sequence[str] = COMPONENTS
+) -> None:
+    """Stop every component (or `only` those named) gracefully; one not running is fine.
+    `up` starts again whatever is stopped (the drills stop one component at a time)."""
     say = echo or _stderr
+    unknown = set(only) - set(COMPONENTS)
+    if unknown:
+        raise StackError(f"unknown stack component(s) {sorted(unknown)}; known: {COMPONENTS}")
     if not settings.base_dir.exists():
         say("stack not running")
         return
+    stops = {"kafka": _stop_kafka, "redis": _stop_redis, "postgres": _stop_postgres}
     with _stack_lock(settings, say):
-        _stop_kafka(settings, say)
-        _stop_redis(settings, say)
-        _stop_postgres(settings, say)
+        for name in COMPONENTS:
+            if name in only:
+                stops[name](settings, say)
+
+
+def _redis_password_state(settings: StackSettings, *, running: bool) -> str:
+    if running and _redis_open(settings):
+        return "none (started before the stack had one; `down` and `up` restart it with one)"
+    return "required" if _read_redis_password(settings) or running else "made at first start"
 
 
 def status(settings: StackSettings) -> dict[str, dict[str, Any]]:
@@ -1349,7 +1454,8 @@ def status(settings: StackSettings) -> dict[str, dict[str, Any]]:
             "running": redis_pid is not None,
             "pid": redis_pid,
             "port": settings.redis_port,
-            "ready": redis_pid is not None and _redis_ping(settings.redis_port),
+            "ready": redis_pid is not None and _redis_ready(settings),
+            "password": _redis_password_state(settings, running=redis_pid is not None),
             "data_dir": str(settings.redis_dir),
             "log": str(settings.logs_dir / "redis.log"),
         },
@@ -1383,6 +1489,7 @@ def reset(settings: StackSettings, *, echo: Echo | None = None) -> None:
             if target.exists():
                 say(f"deleting {target}")
                 shutil.rmtree(target)
+        settings.redis_password_file.unlink(missing_ok=True)  # a new one with the new data
         with contextlib.suppress(OSError):  # the /var/tmp/ocsea-<hash>/ holder, if now empty
             _pg_fallback_home(settings).parent.rmdir()
     say("stack reset: the next `up` starts from empty data")
@@ -1440,9 +1547,10 @@ def status_command(
         state = "running" if item["running"] else "stopped"
         ready = "ready" if item["ready"] else "not ready"
         pid = f"pid {item['pid']}" if item["pid"] else "-"
+        password = f"  password: {item['password']}" if "password" in item else ""
         typer.echo(
             f"{name:<9} {state:<8} {ready:<10} {pid:<11} {LOOPBACK}:{item['port']:<6} "
-            f"{item['data_dir']}"
+            f"{item['data_dir']}{password}"
         )
 
 

@@ -10,9 +10,11 @@ is up and usable, and leaves it up for the other tests.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import socket
 import stat
+import subprocess
 import time
 import uuid
 from collections.abc import Iterator
@@ -110,20 +112,110 @@ def test_bad_kafka_version_is_refused() -> None:
 
 
 def test_service_env() -> None:
-    assert stack.service_env(StackSettings()) == {
+    settings = StackSettings()
+    # The shared Redis asks for its password unless an earlier version started it without one.
+    password = stack.redis_password(settings)
+    assert stack.service_env(settings) == {
         "OCSEA_KAFKA_BOOTSTRAP": "127.0.0.1:9092",
-        "OCSEA_REDIS_URL": "redis://127.0.0.1:6379/0",
+        "OCSEA_REDIS_URL": f"redis://{f':{password}@' if password else ''}127.0.0.1:6379/0",
         "OCSEA_TEST_POSTGRES_URL": "postgresql+asyncpg://ocsea:ocsea@127.0.0.1:5432/ocsea",
     }
 
 
 def test_cli_env_prints_exports(scratch: StackSettings) -> None:
     result = CliRunner().invoke(
-        stack.app, ["env"], env={"OCSEA_STACK_REDIS_PORT": str(scratch.redis_port)}
+        stack.app,
+        ["env"],
+        env={
+            "OCSEA_STACK_REDIS_PORT": str(scratch.redis_port),
+            "OCSEA_STACK_BASE_DIR": str(scratch.base_dir),
+        },
     )
     assert result.exit_code == 0, result.output
     assert f"export OCSEA_REDIS_URL=redis://127.0.0.1:{scratch.redis_port}/0" in result.output
     assert "export OCSEA_KAFKA_BOOTSTRAP=" in result.output
+
+
+def start_redis_only(settings: StackSettings) -> None:
+    redis_server = stack._find_redis()
+    assert redis_server is not None
+    starting = stack._start_redis(settings, redis_server, lambda _: None)
+    stack._await_ready(starting, time.monotonic() + 30, lambda _: None)
+
+
+@pytest.mark.skipif(
+    stack._find_redis() is None, reason="needs redis-server (installed by `ocsea stack up`)"
+)
+def test_a_fresh_redis_requires_a_password_that_only_clients_of_the_stack_are_given(
+    scratch: StackSettings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert stack.status(scratch)["redis"]["password"] == "made at first start"
+    start_redis_only(scratch)
+    try:
+        made = scratch.redis_password_file
+        assert stat.S_IMODE(made.stat().st_mode) == 0o600
+        assert stat.S_IMODE((scratch.redis_dir / "redis.conf").stat().st_mode) == 0o600
+        password = made.read_text().strip()
+        assert len(password) >= 16  # what deployment mode asks of a Redis password too
+        assert not stack._redis_ping(scratch.redis_port)  # NOAUTH without it
+        assert not stack._redis_ping(scratch.redis_port, password="not-" + password)
+        url = stack.service_env(scratch)["OCSEA_REDIS_URL"]
+        assert url == f"redis://:{password}@127.0.0.1:{scratch.redis_port}/0"
+        assert stack.status(scratch)["redis"]["password"] == "required"
+        # `ocsea run` given no OCSEA_REDIS_URL finds it; a deployment is never pointed at it.
+        monkeypatch.setenv("OCSEA_STACK_BASE_DIR", str(scratch.base_dir))
+        monkeypatch.setenv("OCSEA_STACK_REDIS_PORT", str(scratch.redis_port))
+        local: dict[str, str] = {}
+        stack.use_local_redis(local)
+        assert local == {"OCSEA_REDIS_URL": url}
+        deployed = {"OCSEA_DEPLOYMENT": "true"}
+        stack.use_local_redis(deployed)
+        assert deployed == {"OCSEA_DEPLOYMENT": "true"}
+        chosen = {"OCSEA_REDIS_URL": "redis://elsewhere:6379/0"}
+        stack.use_local_redis(chosen)
+        assert chosen == {"OCSEA_REDIS_URL": "redis://elsewhere:6379/0"}
+    finally:
+        stack.down(scratch, echo=lambda _: None)
+    # Restarted, it keeps its password (and the data it was given with it).
+    start_redis_only(scratch)
+    try:
+        assert stack.service_env(scratch)["OCSEA_REDIS_URL"] == url
+    finally:
+        stack.reset(scratch, echo=lambda _: None)
+    assert not scratch.redis_password_file.exists()
+
+
+@pytest.mark.skipif(
+    stack._find_redis() is None, reason="needs redis-server (installed by `ocsea stack up`)"
+)
+def test_a_redis_started_without_a_password_is_still_reached_without_one(
+    scratch: StackSettings, tmp_path: Path
+) -> None:
+    """A Redis an earlier version started keeps serving the tests and services running on it:
+    they are given a URL without the password until it is restarted with one."""
+    redis_server = stack._find_redis()
+    assert redis_server is not None
+    scratch.base_dir.mkdir(parents=True)
+    scratch.redis_password_file.write_text("a-password-it-was-not-started-with\n")
+    process = subprocess.Popen(
+        [redis_server, "--port", str(scratch.redis_port), "--bind", "127.0.0.1", "--save", ""],
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while not stack._redis_ping(scratch.redis_port):
+            assert process.poll() is None, "redis exited"
+            assert time.monotonic() < deadline, "redis did not answer within 30 s"
+            with contextlib.suppress(subprocess.TimeoutExpired):  # a failure ends the wait
+                process.wait(timeout=0.05)
+        assert stack.redis_password(scratch) is None
+        assert stack.service_env(scratch)["OCSEA_REDIS_URL"] == (
+            f"redis://127.0.0.1:{scratch.redis_port}/0"
+        )
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
 
 
 # --------------------------------------------------------------------------------------------

@@ -73,11 +73,12 @@ def _private_settings(base: Path, *, fresh: bool) -> StackSettings:
 def _check_not_shared(settings: StackSettings) -> None:
     """Never empty the shared development stack: refuse if a port or directory is its."""
     shared = StackSettings()
-    clash = {settings.kafka_port, settings.kafka_controller_port, settings.redis_port} & {
-        shared.kafka_port,
-        shared.kafka_controller_port,
-        shared.redis_port,
-    }
+    clash = {
+        settings.kafka_port,
+        settings.kafka_controller_port,
+        settings.redis_port,
+        settings.postgres_port,
+    } & {shared.kafka_port, shared.kafka_controller_port, shared.redis_port, shared.postgres_port}
     if clash or settings.base_dir.resolve() == shared.base_dir.resolve():
         raise BenchError(
             f"the benchmark's private stack would share {sorted(clash) or settings.base_dir} "
@@ -86,8 +87,11 @@ def _check_not_shared(settings: StackSettings) -> None:
 
 
 @contextlib.contextmanager
-def private_stack(directory: Path | None, say: Say) -> Iterator[StackSettings]:
-    """Kafka and Redis of the benchmark's own, up and emptied; `directory` None: throwaway."""
+def private_stack(
+    directory: Path | None, say: Say, *, with_postgres: bool = False
+) -> Iterator[StackSettings]:
+    """Kafka and Redis (and PostgreSQL) of the benchmark's own, up; `directory` None: a
+    throwaway one (`ocsea drill` uses that, with PostgreSQL, and stops its parts)."""
     temporary = directory is None
     base = Path(tempfile.mkdtemp(prefix="ocsea-bench-stack-")) if directory is None else directory
     base.mkdir(parents=True, exist_ok=True)
@@ -102,7 +106,7 @@ def private_stack(directory: Path | None, say: Say) -> Iterator[StackSettings]:
         settings = _private_settings(base, fresh=temporary)
         _check_not_shared(settings)
         try:
-            settings = _up(settings, say)
+            settings = _up(settings, say, with_postgres)
             yield settings
         finally:
             if temporary:
@@ -111,12 +115,12 @@ def private_stack(directory: Path | None, say: Say) -> Iterator[StackSettings]:
                 shutil.rmtree(base, ignore_errors=True)
 
 
-def _up(settings: StackSettings, say: Say) -> StackSettings:
+def _up(settings: StackSettings, say: Say, with_postgres: bool) -> StackSettings:
     quiet = settings.run_dir.joinpath("kafka.pid").exists()
     if not quiet:
-        say(f"starting the benchmark's private Kafka and Redis in {settings.base_dir} …")
+        say(f"starting a private stack in {settings.base_dir} …")
     try:
-        stack.up(settings, with_postgres=False, echo=(lambda _: None) if quiet else say)
+        stack.up(settings, with_postgres=with_postgres, echo=(lambda _: None) if quiet else say)
     except StackError as exc:
         if "in use by another process" not in str(exc):
             raise BenchError(f"cannot start the private stack: {exc}") from exc
@@ -127,7 +131,7 @@ def _up(settings: StackSettings, say: Say) -> StackSettings:
         settings = _private_settings(settings.base_dir, fresh=True)
         _check_not_shared(settings)
         try:
-            stack.up(settings, with_postgres=False, echo=say)
+            stack.up(settings, with_postgres=with_postgres, echo=say)
         except StackError as again:
             raise BenchError(f"cannot start the private stack: {again}") from again
     return settings

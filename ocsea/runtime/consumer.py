@@ -24,6 +24,7 @@ import asyncio
 import contextlib
 import hashlib
 import random
+import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
@@ -31,11 +32,12 @@ from datetime import UTC, datetime
 from typing import TypeVar
 
 from aiokafka import ConsumerRecord
-from aiokafka.errors import KafkaError
+from aiokafka.errors import IllegalStateError, KafkaError
 from faststream import AckPolicy
 from faststream.kafka import KafkaBroker, KafkaMessage
 from opentelemetry import propagate, trace
-from opentelemetry.trace import SpanKind
+from opentelemetry.context import Context
+from opentelemetry.trace import SpanKind, StatusCode
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from pydantic import ValidationError
 from redis.asyncio import Redis
@@ -47,7 +49,9 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from contracts.events import Envelope
 from contracts.topics import Lane, dlq_of
 from ocsea.runtime.logging import get_logger
+from ocsea.runtime.metrics import LATENCY_BUCKETS
 from ocsea.runtime.settings import Settings
+from ocsea.runtime.telemetry import tracing
 
 log = get_logger("ocsea.consumer")
 T = TypeVar("T")
@@ -68,23 +72,65 @@ Handler = Callable[[Envelope, Origin], Awaitable[None]]
 _tracer = trace.get_tracer("ocsea.consumer")
 
 
-def _record_span(record: ConsumerRecord, group_id: str) -> AbstractContextManager[trace.Span]:
+def _record_span(record: ConsumerRecord, group_id: str) -> AbstractContextManager[object]:
     """A span per record, continuing the trace its producer started (FastStream's middleware
     sees only the batch), so one report keeps one trace through every stage."""
-    carrier = {k: v.decode("latin-1") for k, v in (record.headers or ())}
+    if not tracing():
+        return contextlib.nullcontext()
     return _tracer.start_as_current_span(
         f"process {record.topic}",
-        context=propagate.extract(carrier),
+        context=_producer_context(record.headers),
         kind=SpanKind.CONSUMER,
-        attributes={
-            "messaging.system": "kafka",
-            "messaging.operation.type": "process",
-            "messaging.destination.name": record.topic,
-            "messaging.destination.partition.id": str(record.partition),
-            "messaging.kafka.offset": record.offset,
-            "messaging.consumer.group.name": group_id,
-        },
+        attributes=_process_attributes(record.topic, record.partition, record.offset, group_id),
     )
+
+
+def _producer_context(headers: Sequence[tuple[str, bytes]] | None) -> Context:
+    return propagate.extract({k: v.decode("latin-1") for k, v in (headers or ())})
+
+
+def _process_attributes(
+    topic: str, partition: int, offset: int, group_id: str
+) -> dict[str, str | int]:
+    """OpenTelemetry messaging conventions for processing one Kafka record."""
+    return {
+        "messaging.system": "kafka",
+        "messaging.operation.type": "process",
+        "messaging.operation.name": "process",
+        "messaging.destination.name": topic,
+        "messaging.destination.partition.id": str(partition),
+        "messaging.kafka.offset": offset,
+        "messaging.consumer.group.name": group_id,
+    }
+
+
+@contextlib.contextmanager
+def _raw_record_spans(records: Sequence[RawRecord], group_id: str) -> Iterator[None]:
+    """A span per record of a raw batch (the audit ledger's), each continuing its producer's
+    trace, open while the batch is handled: the ledger's entry joins the report's trace."""
+    if not tracing():
+        yield
+        return
+    spans = [
+        _tracer.start_span(
+            f"process {r.origin.topic}",
+            context=_producer_context(r.headers),
+            kind=SpanKind.CONSUMER,
+            attributes=_process_attributes(
+                r.origin.topic, r.origin.partition, r.origin.offset, group_id
+            ),
+        )
+        for r in records
+    ]
+    try:
+        yield
+    except BaseException as exc:
+        for span in spans:
+            span.set_status(StatusCode.ERROR, type(exc).__name__)
+        raise
+    finally:
+        for span in spans:
+            span.end()
 
 
 @dataclass(frozen=True)
@@ -235,6 +281,35 @@ class ConsumerMetrics:
             buckets=(1, 2, 5, 10, 25, 50, 100, 250, 500),
             registry=registry,
         )
+        self.records = Counter(
+            "ocsea_consumer_records",
+            "Records a consumer group finished with, by outcome: applied, or skipped as a "
+            "duplicate (dead letters: ocsea_consumer_dead_letters_total)",
+            ["group", "outcome"],
+            registry=registry,
+        )
+        self.handler_seconds = Histogram(
+            "ocsea_consumer_handler_seconds",
+            "Time one call of an event handler took (each attempt), by consumer group",
+            ["group"],
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.batch_seconds = Histogram(
+            "ocsea_consumer_batch_seconds",
+            "Time from taking a batch to having handled (or parked) every record of it, before "
+            "its offsets are committed, by consumer group",
+            ["group"],
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
+
+    def start(self, group: str) -> None:
+        """Show the group's counts at zero from the start: an alert on the increase of a
+        counter sees its first dead letter only if the series was there before it."""
+        self.dead_letters.labels(group)
+        for outcome in ("applied", "duplicate"):
+            self.records.labels(group, outcome)
 
 
 class ReliableConsumer:
@@ -291,13 +366,39 @@ class ReliableConsumer:
             batch_timeout_ms=batch_wait_ms,
         )
         subscriber(self._consume_raw if raw_handler else self._consume_batch)
+        self._subscriber = subscriber
+        if metrics is not None:
+            metrics.start(group_id)
+
+    async def lag(self) -> dict[tuple[str, int], int]:
+        """Records on each partition assigned to this member that it has not taken yet: the
+        partition's end offset (asked of the broker) minus the member's position. Empty until
+        the member has joined its group."""
+        kafka = self._subscriber.consumer
+        if kafka is None:
+            return {}
+        assigned = list(kafka.assignment())
+        if not assigned:
+            return {}
+        ends = await kafka.end_offsets(assigned)
+        lags: dict[tuple[str, int], int] = {}
+        for tp in assigned:
+            # A position not known yet (just assigned, being reset) is left out, not awaited.
+            with contextlib.suppress(TimeoutError, IllegalStateError):
+                position = await asyncio.wait_for(kafka.position(tp), timeout=1.0)
+                if tp in ends:
+                    lags[(tp.topic, tp.partition)] = max(0, int(ends[tp]) - int(position))
+        return lags
 
     async def _consume_batch(self, message: KafkaMessage) -> None:
+        started = time.perf_counter()
         if self.gate is None or self.bulk:
             await self._consume_records(message)
-            return
-        with self.gate.live():
-            await self._consume_records(message)
+        else:
+            with self.gate.live():
+                await self._consume_records(message)
+        if self.metrics is not None:
+            self.metrics.batch_seconds.labels(self.group_id).observe(time.perf_counter() - started)
 
     async def _consume_records(self, message: KafkaMessage) -> None:
         received = message.raw_message
@@ -340,6 +441,9 @@ class ReliableConsumer:
         # what was applied is marked, so the redelivery skips it.
         if applied:
             await self._until_done(lambda: self.markers.mark_many(self.group_id, applied))
+        if self.metrics is not None:
+            self.metrics.records.labels(self.group_id, "applied").inc(len(applied))
+            self.metrics.records.labels(self.group_id, "duplicate").inc(len(parsed) - len(fresh))
         for outcome in outcomes:
             if isinstance(outcome, BaseException):
                 raise outcome
@@ -407,9 +511,16 @@ class ReliableConsumer:
             )
             for record in (received if isinstance(received, tuple) else (received,))
         ]
+        started = time.perf_counter()
         for attempt in range(1, self.retry.max_attempts + 1):
             try:
-                await self.raw_handler(batch)
+                with _raw_record_spans(batch, self.group_id):
+                    await self.raw_handler(batch)
+                if self.metrics is not None:
+                    self.metrics.records.labels(self.group_id, "applied").inc(len(batch))
+                    self.metrics.batch_seconds.labels(self.group_id).observe(
+                        time.perf_counter() - started
+                    )
                 return
             except Exception as exc:
                 log.warning(
@@ -440,7 +551,7 @@ class ReliableConsumer:
         while True:
             attempt += 1
             try:
-                await self.handler(envelope, origin)
+                await self._timed_handler(envelope, origin)
                 return None
             except (PermanentError, ValidationError) as exc:
                 return exc, attempt
@@ -470,6 +581,17 @@ class ReliableConsumer:
                 finally:
                     if infrastructure:
                         self.health.stalled -= 1
+
+    async def _timed_handler(self, envelope: Envelope, origin: Origin) -> None:
+        assert self.handler is not None
+        started = time.perf_counter()
+        try:
+            await self.handler(envelope, origin)
+        finally:
+            if self.metrics is not None:
+                self.metrics.handler_seconds.labels(self.group_id).observe(
+                    time.perf_counter() - started
+                )
 
     async def _dead_letter(
         self,

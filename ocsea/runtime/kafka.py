@@ -23,7 +23,13 @@ from ocsea.runtime.telemetry import tracer_provider
 
 def make_broker(settings: Settings, *, service: str, registry: CollectorRegistry) -> KafkaBroker:
     """A broker whose producer waits for every in-sync replica (`acks=all`) with idempotence,
-    so a `publish` that returns means the event is durably in Kafka, exactly once."""
+    so a `publish` that returns means the event is durably in Kafka, exactly once.
+
+    With tracing on, FastStream's middleware makes the messaging spans (OpenTelemetry messaging
+    conventions) and puts the W3C `traceparent` in every record's headers; with it off the
+    middleware is left out altogether."""
+    provider = tracer_provider()
+    telemetry = [KafkaTelemetryMiddleware(tracer_provider=provider)] if provider else []
     return KafkaBroker(
         settings.kafka_bootstrap,
         client_id=f"ocsea-{service}",
@@ -34,7 +40,7 @@ def make_broker(settings: Settings, *, service: str, registry: CollectorRegistry
         # FastStream's own creation would make single-partition topics that cannot scale out.
         allow_auto_create_topics=False,
         middlewares=[
-            KafkaTelemetryMiddleware(tracer_provider=tracer_provider()),
+            *telemetry,
             KafkaPrometheusMiddleware(registry=registry, app_name=f"ocsea-{service}"),
         ],
         logger=get_logger(f"ocsea.{service}.broker"),

@@ -40,8 +40,10 @@ from ocsea.runtime.kafka import (
     start_new_groups_at_end,
 )
 from ocsea.runtime.logging import get_logger
+from ocsea.runtime.metrics import instrument_service
 from ocsea.runtime.redis_batching import CoalescingRedis
 from ocsea.runtime.settings import Settings
+from ocsea.runtime.telemetry import instrument_http_app, untraced
 
 ReadinessCheck = Callable[[], Awaitable[None]]
 Hook = Callable[[], Awaitable[None]]
@@ -286,6 +288,8 @@ def create_http_app(
     app.state.principals = principals
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(HTTPException, _http_error)
+    # Requests, the process, consumer lag and readiness on /metrics (ocsea.runtime.metrics).
+    instrument_service(app, context)
 
     @app.get("/healthz", tags=["operations"])
     async def healthz() -> dict[str, str]:
@@ -294,12 +298,13 @@ def create_http_app(
     @app.get("/readyz", tags=["operations"])
     async def readyz() -> JSONResponse:
         checks: dict[str, str] = {}
-        for name, check in context.readiness.items():
-            try:
-                await check()
-                checks[name] = "ok"
-            except Exception as exc:
-                checks[name] = f"unavailable: {type(exc).__name__}"
+        with untraced():  # probed every few seconds
+            for name, check in context.readiness.items():
+                try:
+                    await check()
+                    checks[name] = "ok"
+                except Exception as exc:
+                    checks[name] = f"unavailable: {type(exc).__name__}"
         ready = all(v == "ok" for v in checks.values())
         return JSONResponse({"ready": ready, "checks": checks}, status_code=200 if ready else 503)
 
@@ -307,4 +312,6 @@ def create_http_app(
     async def metrics() -> PlainTextResponse:
         return PlainTextResponse(generate_latest(context.registry), media_type=CONTENT_TYPE_LATEST)
 
+    # Server spans continuing the caller's `traceparent` (nothing when tracing is off).
+    instrument_http_app(app)
     return app

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -18,8 +20,28 @@ def repo_root() -> Path:
     return here
 
 
+MIN_REDIS_PASSWORD_CHARS = 16
+"""Deployment mode refuses a shorter Redis password as a guessable default."""
+
+
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="OCSEA_", extra="ignore")
+    model_config = SettingsConfigDict(
+        env_prefix="OCSEA_",
+        extra="ignore",
+        # A deployment hands over settings that hold a password (OCSEA_REDIS_URL,
+        # OCSEA_AUDIT_DB_URL) as secret files named after them in this directory, never as
+        # plain environment variables; and no error ever echoes a value it refused.
+        secrets_dir=os.environ.get("OCSEA_SECRETS_DIR") or None,
+        hide_input_in_errors=True,
+    )
+
+    deployment: bool = Field(
+        default=False,
+        description="Deployment mode: every key comes from a file the deployment supplies and "
+        "is never generated (a service whose key file is missing refuses to start), the "
+        "principals are the deployment's own (OCSEA_PRINCIPALS_FILE), and Redis needs a "
+        "password",
+    )
 
     kafka_bootstrap: str = "127.0.0.1:9092"
     redis_url: str = "redis://127.0.0.1:6379/0"
@@ -42,6 +64,13 @@ class Settings(BaseSettings):
         description="While the audit catches up on a backlog, the share of time its ingest may "
         "take (it pauses in between): below 1 only when it shares a process with other "
         "services (`ocsea run --single-process`)",
+    )
+    audit_db_create_schema: bool = Field(
+        default=True,
+        description="The audit service creates its tables and their append-only guards at "
+        "start-up; false where they belong to another role (a deployment creates them as the "
+        "owner role with `python -m services.audit.schema`) and the service's own role may "
+        "only read and add rows: it then only checks they are there",
     )
     audit_log_origin: str = Field(
         default="ocsea-audit",
@@ -87,6 +116,18 @@ class Settings(BaseSettings):
     )
     master_key_file: Path | None = Field(
         default=None, description="Key-encryption key for case data keys; default: var/"
+    )
+    keystore_db_url: str | None = Field(
+        default=None,
+        description="Where the wrapped case data keys are kept (they must outlive Redis, "
+        "which only caches them): a SQLAlchemy async URL, e.g. postgresql+asyncpg://…; "
+        "default: a SQLite file under var/",
+    )
+    keystore_cache_ttl_s: int = Field(
+        default=7 * 24 * 3600,
+        ge=60,
+        description="How long Redis keeps a case's wrapped key (or its erasure) before the key "
+        "store is asked again",
     )
 
     topic_partitions: int = Field(
@@ -138,8 +179,23 @@ class Settings(BaseSettings):
         description="How much lower the CPU priority of a bulk-lane process is (nice): the "
         "kernel then gives live work the CPU first while a backlog drains",
     )
+    bulk_lane_port: int | None = Field(
+        default=None,
+        ge=1,
+        le=65535,
+        description="Port a bulk-lane process serves its health and metrics on. Default: one "
+        "the kernel picks, since under `ocsea run` the live process holds the service's port; "
+        "a bulk lane in a container of its own sets it so its probes and scrapes find it",
+    )
     processed_marker_ttl_s: int = Field(default=14 * 24 * 3600, ge=60)
     publish_timeout_s: float = Field(default=10.0, gt=0)
+    metrics_refresh_s: float = Field(
+        default=5.0,
+        gt=0,
+        le=300,
+        description="How often the figures /metrics reads rather than counts are read again: "
+        "consumer lag, readiness, routing's tasks by state, the ledger's size and checkpoint",
+    )
 
     log_level: str = "INFO"
     log_json: bool | None = Field(
@@ -156,9 +212,53 @@ class Settings(BaseSettings):
                 raise ValueError(f"OCSEA_KAFKA_BOOTSTRAP entry {server!r} needs host:port")
         return value
 
+    @model_validator(mode="after")
+    def _deployment_supplies_secrets(self) -> Settings:
+        """A deployment never falls back on what a local run makes for itself."""
+        if not self.deployment:
+            return self
+        problems = []
+        if self.principals_file is None:
+            problems.append(
+                "set OCSEA_PRINCIPALS_FILE to the deployment's principals (token hashes); "
+                "demo principals are made for local runs only"
+            )
+        elif not self.principals_file.is_file():
+            problems.append(f"OCSEA_PRINCIPALS_FILE: no file at {self.principals_file}")
+        password = urlsplit(self.redis_url).password
+        if not password:
+            problems.append(
+                "OCSEA_REDIS_URL carries no password (redis://:PASSWORD@host:6379/0): Redis "
+                "must require one (requirepass)"
+            )
+        elif len(password) < MIN_REDIS_PASSWORD_CHARS:
+            problems.append(
+                f"the Redis password in OCSEA_REDIS_URL is shorter than "
+                f"{MIN_REDIS_PASSWORD_CHARS} characters: supply a random one"
+            )
+        if problems:
+            raise ValueError("deployment mode (OCSEA_DEPLOYMENT=true): " + "; ".join(problems))
+        return self
+
     @property
     def resolved_audit_db_url(self) -> str:
+        if self.audit_db_url is None and self.deployment:
+            # var/ is scratch space in a container: a ledger there would die with it.
+            raise ValueError(
+                "deployment mode (OCSEA_DEPLOYMENT=true): set OCSEA_AUDIT_DB_URL to the "
+                "ledger's database (the service role's URL, as a secret file)"
+            )
         return self.audit_db_url or f"sqlite+aiosqlite:///{self.var_dir / 'audit-ledger.db'}"
+
+    @property
+    def resolved_keystore_db_url(self) -> str:
+        if self.keystore_db_url is None and self.deployment:
+            # A case key lost with a container's scratch space loses the case's personal data.
+            raise ValueError(
+                "deployment mode (OCSEA_DEPLOYMENT=true): set OCSEA_KEYSTORE_DB_URL to the "
+                "case key store's database (as a secret file)"
+            )
+        return self.keystore_db_url or f"sqlite+aiosqlite:///{self.var_dir / 'case-keys.db'}"
 
     @property
     def resolved_audit_signing_key_file(self) -> Path:

@@ -16,10 +16,11 @@ import time
 import uuid
 from collections.abc import Sequence
 from datetime import datetime
+from functools import partial
 from typing import Annotated, Any
 
 from fastapi import FastAPI, HTTPException, Query, Request, Response
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from contracts.events import utc_now
@@ -29,12 +30,24 @@ from ocsea.runtime.auth import AuditorPrincipal, Principal, PrincipalStore
 from ocsea.runtime.consumer import RawRecord
 from ocsea.runtime.kafka import project_topics
 from ocsea.runtime.logging import get_logger
+from ocsea.runtime.metrics import refresh_periodically
 from ocsea.runtime.service import ServiceContext, create_http_app, error_response
 from ocsea.runtime.settings import Settings
 from services.audit.domain import merkle
 from services.audit.domain.checkpoint import Checkpoint, PublicKey
-from services.audit.domain.entry import TopicRole, record_entry, role_of
-from services.audit.ledger import Ledger, SearchFilter
+from services.audit.domain.entry import (
+    CONFLICT,
+    OFFSET_GAP,
+    NewEntry,
+    TopicRole,
+    record_entry,
+    role_of,
+)
+from services.audit.domain.offsets import with_gap_entries
+from services.audit.gaps import OffsetWatch
+from services.audit.ledger import Appended, Ledger, SearchFilter
+from services.audit.metrics import LedgerFigures
+from services.audit.schema import expect_schema
 from services.audit.signing import Checkpointer, signing_key_for
 from services.audit.wire import (
     BundleEntry,
@@ -51,6 +64,9 @@ log = get_logger("ocsea.audit")
 
 MAX_PAGE = 10_000
 """Most leaves one `/v1/audit/entries` call returns (about 6 MB of JSON)."""
+MAX_LEAF_INDEX = 2**63 - 1
+"""The largest leaf index either ledger database stores (a signed 64-bit integer): a larger one
+in a query is refused (422, naming the field) rather than overflowing the driver."""
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
     400: {"model": ErrorBody},
@@ -58,6 +74,12 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
     403: {"model": ErrorBody},
     422: {"model": ErrorBody},
 }
+
+
+AfterLeaf = Annotated[
+    int | None, Query(ge=-1, le=MAX_LEAF_INDEX, description="Leaf index to continue after")
+]
+PageLimit = Annotated[int, Query(ge=1, le=1000)]
 
 
 def _bad_request(code: str, message: str, field: str) -> HTTPException:
@@ -98,17 +120,43 @@ class Recorder:
         self.tree_size = Gauge(
             "ocsea_audit_tree_size", "Entries in the ledger's Merkle tree", registry=registry
         )
+        self.conflicts = Counter(
+            "ocsea_audit_conflicts",
+            "Records kept as conflicts: a recorded key (an event id) with other bytes",
+            ["topic"],
+            registry=registry,
+        )
+        self.offset_gaps = Counter(
+            "ocsea_audit_offset_gaps",
+            "Gaps in a partition's offsets: records the ledger never received",
+            ["topic"],
+            registry=registry,
+        )
+        self.missing_records = Counter(
+            "ocsea_audit_missing_records",
+            "Records in the offset gaps the ledger recorded",
+            ["topic"],
+            registry=registry,
+        )
+        self.offsets = OffsetWatch(ledger)
 
     async def __call__(self, batch: Sequence[RawRecord]) -> None:
         started = time.monotonic()
         received_at = utc_now()
-        entries = [record_entry(raw, received_at=received_at) for raw in batch]
-        results = await self.ledger.append_batch(entries)
+        gaps, following = await self.offsets.check([raw.origin for raw in batch])
+        entries = with_gap_entries(
+            [record_entry(raw, received_at=received_at) for raw in batch],
+            gaps,
+            noticed_at=received_at,
+        )
+        results = await self.ledger.append_batch(entries, following)
+        self.offsets.advance(following)
         # One log line per batch: the ledger itself is the per-entry record, and a line per
-        # entry cost more than appending it while the service catches up on a backlog.
+        # entry cost more than appending it while the service catches up on a backlog. What
+        # must not pass unnoticed (a conflict, a gap) gets a warning of its own.
         for entry, result in zip(entries, results, strict=True):
             if result.created:
-                self.appended.labels(action=entry.action).inc()
+                self._count(entry, result)
         created = [r.leaf_index for r in results if r.created]
         if created:
             self.tree_size.set(max(created) + 1)
@@ -123,6 +171,36 @@ class Recorder:
             busy = time.monotonic() - started
             await asyncio.sleep(busy * (1 / self.share - 1))
 
+    def _count(self, entry: NewEntry, result: Appended) -> None:
+        topic = str(entry.fields["topic"])
+        if result.conflict_with is not None:
+            self.appended.labels(action=CONFLICT).inc()
+            self.conflicts.labels(topic=topic).inc()
+            log.warning(
+                "audit.conflict",
+                contested_key=entry.dedup_key,
+                topic=topic,
+                partition=entry.fields["partition"],
+                offset=entry.fields["offset"],
+                leaf_index=result.leaf_index,
+                recorded_leaf_index=result.conflict_with,
+            )
+            return
+        self.appended.labels(action=entry.action).inc()
+        if entry.action == OFFSET_GAP:
+            detail = entry.fields["detail"]
+            self.offset_gaps.labels(topic=topic).inc()
+            self.missing_records.labels(topic=topic).inc(detail["missing_records"])
+            log.warning(
+                "audit.offset_gap",
+                topic=topic,
+                partition=entry.fields["partition"],
+                first_missing_offset=detail["first_missing_offset"],
+                next_offset_seen=detail["next_offset_seen"],
+                missing_records=detail["missing_records"],
+                leaf_index=result.leaf_index,
+            )
+
 
 def build(settings: Settings, *, ingest: bool = True) -> FastAPI:
     """The audit service; `ingest=False` serves the API over an existing ledger only (tools,
@@ -131,7 +209,10 @@ def build(settings: Settings, *, ingest: bool = True) -> FastAPI:
     ledger = Ledger(settings.resolved_audit_db_url)
     checkpointer = Checkpointer(ledger, signing_key_for(settings), settings.audit_log_origin)
     context.readiness["database"] = ledger.ping
-    context.on_startup.append(ledger.create)
+    # Where the service's role may only read and add rows, the owner made the tables.
+    context.on_startup.append(
+        ledger.create if settings.audit_db_create_schema else partial(expect_schema, ledger)
+    )
     context.on_shutdown.append(ledger.close)
 
     record = Recorder(ledger, context.registry, share=settings.audit_ingest_share)
@@ -153,6 +234,13 @@ def build(settings: Settings, *, ingest: bool = True) -> FastAPI:
 
         context.on_startup.append(start_checkpoints)
         context.on_shutdown.append(checkpointer.stop)
+        figures = LedgerFigures(
+            context.registry,
+            ledger,
+            tree_size=record.tree_size,
+            checkpoint_interval_s=settings.audit_checkpoint_interval_s,
+        )
+        refresh_periodically(context, "ledger", figures.refresh)
 
     app = create_http_app(
         context,
@@ -257,6 +345,63 @@ def _routes(
         """The Ed25519 key checkpoints are signed with (compare `key_id` out of band)."""
         return checkpointer.public_key
 
+    text_answer: dict[int | str, dict[str, Any]] = {200: {"content": {"text/plain": {}}}}
+
+    @app.get(
+        "/v1/audit/tlog/checkpoint",
+        response_class=PlainTextResponse,
+        responses={**text_answer, **_ERRORS},
+        tags=["audit"],
+    )
+    async def tlog_checkpoint(_principal: AuditorPrincipal) -> PlainTextResponse:
+        """The current checkpoint as a C2SP `tlog-checkpoint` signed note (origin, tree size,
+        base64 RFC 6962 root; a signature line by the ledger's key), for standard
+        transparency-log verifiers and witnesses. Check it with `/v1/audit/tlog/verifier-key`."""
+        return PlainTextResponse(await checkpointer.tlog_checkpoint())
+
+    @app.get(
+        "/v1/audit/tlog/verifier-key",
+        response_class=PlainTextResponse,
+        responses={**text_answer, **_ERRORS},
+        tags=["audit"],
+    )
+    async def tlog_verifier_key(_principal: AuditorPrincipal) -> PlainTextResponse:
+        """The checkpoint key as a signed-note verifier key, `<origin>+<key hash>+<key>`
+        (the same Ed25519 key as `/v1/audit/public-key`: compare it out of band)."""
+        return PlainTextResponse(checkpointer.verifier_key + "\n")
+
+    async def entries_of(
+        principal: AuditorPrincipal, action: str, after: int | None, limit: int, what: str
+    ) -> SearchPage:
+        found = await ledger.search(SearchFilter(action=action, after=after, limit=limit))
+        await record_read(principal, what)
+        return SearchPage(
+            entries=[
+                TrailEntry(leaf_index=e.leaf_index, leaf_hash=e.leaf_hash, entry=e.entry)
+                for e in found
+            ],
+            next_after=found[-1].leaf_index if len(found) == limit else None,
+        )
+
+    @app.get("/v1/audit/conflicts", response_model=SearchPage, responses=_ERRORS, tags=["audit"])
+    async def conflicts(
+        principal: AuditorPrincipal, after: AfterLeaf = None, limit: PageLimit = 100
+    ) -> SearchPage:
+        """Records that claimed a recorded entry's key (an event id) with other bytes, in leaf
+        order. The first one recorded keeps the key; each conflict keeps what the other claims
+        (ids, actor, time, topic, partition, offset, digest) and names the contested key, the
+        recorded leaf with its digest and coordinates, and the fields that differ."""
+        return await entries_of(principal, CONFLICT, after, limit, "the conflicts")
+
+    @app.get("/v1/audit/gaps", response_model=SearchPage, responses=_ERRORS, tags=["audit"])
+    async def offset_gaps(
+        principal: AuditorPrincipal, after: AfterLeaf = None, limit: PageLimit = 100
+    ) -> SearchPage:
+        """Offsets of a partition the ledger never received (deleted before it read them, or
+        skipped by a moved consumer offset), in leaf order: topic, partition, the first missing
+        offset, the next one seen and how many are missing."""
+        return await entries_of(principal, OFFSET_GAP, after, limit, "the offset gaps")
+
     @app.get(
         "/v1/audit/proofs/inclusion",
         response_model=InclusionProof,
@@ -358,7 +503,8 @@ def _routes(
         ] = None,
         until: Annotated[datetime | None, Query(description="Event time, exclusive")] = None,
         after: Annotated[
-            int | None, Query(ge=-1, description="Leaf index to continue after")
+            int | None,
+            Query(ge=-1, le=MAX_LEAF_INDEX, description="Leaf index to continue after"),
         ] = None,
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     ) -> SearchPage:

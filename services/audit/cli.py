@@ -2,6 +2,7 @@
 
 ocsea audit                         run the audit service (same as `ocsea audit serve`)
 ocsea audit checkpoint -o kept.json fetch, check and keep the latest signed checkpoint
+ocsea audit checkpoint --tlog       the same as a C2SP tlog-checkpoint signed note
 ocsea audit verify URL|FILE --checkpoint kept.json
                                     recompute the whole ledger (or a case bundle) and check
                                     it against the kept checkpoint
@@ -36,6 +37,7 @@ from services.audit.client import (
     export_pages,
 )
 from services.audit.domain.checkpoint import Checkpoint, CheckpointError, verify_checkpoint
+from services.audit.domain.signed_note import NoteError, open_checkpoint, parse_verifier_key
 from services.audit.verify import SourceLeaf, Verdict, verify_bundle, verify_ledger
 from services.audit.wire import LEDGER_EXPORT_FORMAT, CaseBundle
 
@@ -180,8 +182,19 @@ def make_app(serve: Callable[[], None]) -> typer.Typer:
         ] = None,
         new: Annotated[bool, typer.Option("--new", help="Have a fresh one signed now")] = False,
         public_key: PublicKeyOption = None,
+        tlog: Annotated[
+            bool,
+            typer.Option(
+                "--tlog",
+                help="Keep it as a C2SP tlog-checkpoint signed note (for transparency-log "
+                "verifiers and witnesses) instead of JSON",
+            ),
+        ] = False,
     ) -> None:
         """Fetch the latest signed checkpoint, check its signature, and keep it."""
+        if tlog:
+            _tlog_checkpoint(url, token, output, new=new, public_key=public_key)
+            return
         with _service(url, token) as source:
             try:
                 head = source.sign_checkpoint() if new else source.checkpoint()
@@ -305,6 +318,33 @@ def make_app(serve: Callable[[], None]) -> typer.Typer:
         _say(f"ledger: {written} of {size} entries → {output}")
 
     return app
+
+
+def _tlog_checkpoint(
+    url: str, token: str | None, output: Path | None, *, new: bool, public_key: Path | None
+) -> None:
+    pinned = _pinned_key(public_key)
+    with _service(url, token) as source:
+        try:
+            if new:
+                source.sign_checkpoint()
+            verifier = source.tlog_verifier_key()
+            note = source.tlog_checkpoint()
+            head = open_checkpoint(note, verifier)
+            if pinned is not None and parse_verifier_key(verifier)[2] != pinned:
+                raise NoteError("the service's verifier key is not the pinned key")
+        except (SourceError, NoteError) as exc:
+            typer.echo(f"FAILED: {exc}")
+            raise typer.Exit(1) from exc
+    if output is None:
+        typer.echo(note, nl=False)
+    else:
+        output.write_text(note)
+    against = "pinned key" if pinned is not None else "its own key; compare it out of band"
+    _say(
+        f"tlog checkpoint: origin {head.origin}, size {head.tree_size}, signature ok against "
+        f"{against}; verifier key: {verifier}"
+    )
 
 
 def _is_ledger_export(path: Path) -> bool:

@@ -77,6 +77,19 @@ class ServiceSource:
     def checkpoint(self) -> Checkpoint:
         return Checkpoint.model_validate(self._get("/v1/audit/checkpoint"))
 
+    def _get_text(self, path: str) -> str:
+        response = self.client.get(path)
+        if response.status_code != 200:
+            raise SourceError(f"GET {path} answered {response.status_code}: {response.text[:300]}")
+        return response.text
+
+    def tlog_checkpoint(self) -> str:
+        """The current checkpoint as a C2SP `tlog-checkpoint` signed note."""
+        return self._get_text("/v1/audit/tlog/checkpoint")
+
+    def tlog_verifier_key(self) -> str:
+        return self._get_text("/v1/audit/tlog/verifier-key").strip()
+
     def sign_checkpoint(self) -> Checkpoint:
         response = self.client.post("/v1/audit/checkpoint")
         if response.status_code != 200:

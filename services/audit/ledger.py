@@ -12,7 +12,13 @@ Three tables, none of which is ever updated:
 
 The database refuses UPDATE and DELETE on all three (triggers), so a bug or a careless operator
 cannot rewrite history without first switching the protection off, which verification against
-an earlier checkpoint then detects.
+an earlier checkpoint then detects. A fourth table, ``audit_offsets``, is bookkeeping rather than
+history: the offset the ledger expects next on each partition (see ``domain/offsets.py``),
+advanced in the same transaction as the entries, so a gap is noticed across restarts too.
+
+A record whose key is recorded already adds nothing when it is the same record again (same
+digest), and becomes a ``conflict`` entry when its bytes differ (``domain/entry.py``): the
+first one recorded keeps the key, the other is never dropped and never replaces it.
 
 Appends are group-committed: concurrent ``append`` calls that arrive while a transaction is being
 written share the next one (one durable commit for many entries). They are serialised by an
@@ -30,7 +36,7 @@ import asyncio
 import functools
 import json
 import sqlite3
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -65,8 +71,17 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 from sqlalchemy.sql.elements import TextClause
 
 from contracts.events import utc_now
+from ocsea.runtime.telemetry import db_client_span, instrument_engine
 from services.audit.domain import merkle
-from services.audit.domain.entry import NewEntry, canonical_json, finalize
+from services.audit.domain.entry import (
+    NewEntry,
+    canonical_json,
+    conflict_entry,
+    conflict_key,
+    finalize,
+    is_redelivery,
+)
+from services.audit.domain.offsets import Partition
 
 metadata = MetaData()
 T = TypeVar("T")
@@ -108,6 +123,14 @@ audit_checkpoints = Table(
     Column("key_id", String(64), nullable=False),
     Column("signed_at", DateTime(timezone=True), nullable=False),
     Column("checkpoint", Text, nullable=False),
+)
+
+audit_offsets = Table(
+    "audit_offsets",
+    metadata,
+    Column("topic", String(255), primary_key=True),
+    Column("partition_id", Integer, primary_key=True, autoincrement=False),
+    Column("next_offset", _BigInt, nullable=False),
 )
 
 APPEND_ONLY_TABLES = ("audit_entries", "audit_nodes", "audit_checkpoints")
@@ -156,6 +179,22 @@ class LedgerLayoutError(RuntimeError):
 class Appended:
     leaf_index: int
     created: bool
+    conflict_with: int | None = None
+    """For a record that contests a recorded entry's key: that entry's leaf index (the leaf
+    given is then the conflict entry's)."""
+
+
+@dataclass(frozen=True)
+class Recorded:
+    """An entry already in the ledger (or earlier in the batch), as the planner compares it."""
+
+    leaf_index: int
+    text: str
+
+    @functools.cached_property
+    def entry(self) -> dict[str, Any]:
+        parsed: dict[str, Any] = json.loads(self.text)
+        return parsed
 
 
 @dataclass(frozen=True)
@@ -216,25 +255,48 @@ class AppendPlan:
     """The tree once these rows are written."""
 
 
+def lookup_keys(
+    entries: Sequence[NewEntry], known: Mapping[str, Recorded] | None = None
+) -> list[str]:
+    """The keys whose recorded entries planning `entries` needs, in two rounds: first each
+    entry's own key; then, for the entries whose key `known` (the first round's answer) holds,
+    the key their conflict entry would have, so the same other version again adds nothing.
+    (Only a recorded key can have a recorded conflict: the usual batch needs one round.)"""
+    if known is None:
+        return list(dict.fromkeys(e.dedup_key for e in entries))
+    return list(dict.fromkeys(conflict_key(e) for e in entries if e.dedup_key in known))
+
+
 def plan_appends(
     entries: Sequence[NewEntry],
-    known: dict[str, int],
+    known: Mapping[str, Recorded],
     size: int,
     nodes: dict[merkle.NodeKey, bytes],
     recorded_at: datetime,
 ) -> AppendPlan:
     """The rows appending `entries` to a tree of `size` leaves writes (no I/O).
 
-    `known` maps already recorded dedup keys to their leaf index; `nodes` must hold
-    ``merkle.root_nodes(size)``, from which every node an append reads can be derived.
+    `known` maps the already recorded keys among `lookup_keys` to their entries;
+    `nodes` must hold ``merkle.root_nodes(size)``, from which every node an append reads can
+    be derived. An entry whose key is known adds nothing if it is the same record again, and
+    is appended as a conflict entry if its bytes differ.
     """
     known = dict(known)
     nodes = dict(nodes)
     plan = AppendPlan([], [], [], TreeState(size, {}))
     for new in entries:
-        if new.dedup_key in known:
-            plan.results.append(Appended(known[new.dedup_key], False))
-            continue
+        contested: int | None = None
+        recorded = known.get(new.dedup_key)
+        if recorded is not None:
+            if is_redelivery(new, recorded.entry):
+                plan.results.append(Appended(recorded.leaf_index, False))
+                continue
+            contested = recorded.leaf_index
+            new = conflict_entry(new, recorded.entry)
+            again = known.get(new.dedup_key)
+            if again is not None:  # this other version is recorded as a conflict already
+                plan.results.append(Appended(again.leaf_index, False, contested))
+                continue
         seq = size
         encoded = canonical_json(finalize(new, seq=seq, recorded_at=recorded_at))
         leaf = merkle.leaf_hash(encoded)
@@ -257,14 +319,40 @@ def plan_appends(
                 "leaf_hash": leaf,
             }
         )
-        known[new.dedup_key] = seq
-        plan.results.append(Appended(seq, True))
+        known[new.dedup_key] = Recorded(seq, encoded.decode())
+        plan.results.append(Appended(seq, True, contested))
         size += 1
     # A peak missing from `nodes` (a damaged ledger) stays missing: appending fails only once
     # it needs that node, as it did when every append read the peaks from the database.
     peaks = {key: nodes[key] for key in merkle.root_nodes(size) if key in nodes}
     plan.tree = TreeState(size, peaks)
     return plan
+
+
+def _upsert_offsets(values: str) -> str:
+    """Advance partitions' expected offsets, never back (a redelivered batch is older)."""
+    return (
+        f"INSERT INTO audit_offsets (topic, partition_id, next_offset) VALUES ({values})"  # noqa: S608 (placeholders)
+        " ON CONFLICT (topic, partition_id) DO UPDATE SET next_offset = CASE"
+        " WHEN excluded.next_offset > audit_offsets.next_offset THEN excluded.next_offset"
+        " ELSE audit_offsets.next_offset END"
+    )
+
+
+def _offset_rows(next_offsets: Mapping[Partition, int] | None) -> list[dict[str, Any]]:
+    return [
+        {"topic": topic, "partition_id": partition, "next_offset": offset}
+        for (topic, partition), offset in sorted((next_offsets or {}).items())
+    ]
+
+
+def _select_recorded(connection: sqlite3.Connection, keys: Sequence[str]) -> dict[str, Recorded]:
+    recorded: dict[str, Recorded] = {}
+    for chunk in _chunks(keys, _IN_CHUNK):
+        marks = ", ".join("?" for _ in chunk)
+        query = f"SELECT dedup_key, seq, entry FROM audit_entries WHERE dedup_key IN ({marks})"  # noqa: S608
+        recorded.update({k: Recorded(int(v), t) for k, v, t in connection.execute(query, chunk)})
+    return recorded
 
 
 def _select_size(connection: sqlite3.Connection) -> int:
@@ -320,9 +408,12 @@ class _SqliteDirect:
         )
         self._entry_columns = entry_columns
 
-    async def write(self, entries: Sequence[NewEntry]) -> list[Appended]:
+    @db_client_span("sqlite", "BATCH", "audit_entries")
+    async def write(
+        self, entries: Sequence[NewEntry], offsets: list[dict[str, Any]]
+    ) -> list[Appended]:
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._writer, self._write, list(entries))
+        return await loop.run_in_executor(self._writer, self._write, list(entries), offsets)
 
     def read_now(self, query: Callable[..., T], *args: Any) -> T:
         """Run a point query (a size, a proof's nodes: a few index lookups, tens of
@@ -347,16 +438,12 @@ class _SqliteDirect:
             self._connections[role] = connection
         return connection
 
-    def _write(self, entries: list[NewEntry]) -> list[Appended]:
+    def _write(self, entries: list[NewEntry], offsets: list[dict[str, Any]]) -> list[Appended]:
         connection = self._connect("write")
         connection.execute("BEGIN IMMEDIATE")
         try:
-            known: dict[str, int] = {}
-            keys = list(dict.fromkeys(e.dedup_key for e in entries))
-            for chunk in _chunks(keys, _IN_CHUNK):
-                marks = ", ".join("?" for _ in chunk)
-                query = f"SELECT dedup_key, seq FROM audit_entries WHERE dedup_key IN ({marks})"  # noqa: S608
-                known.update({k: int(v) for k, v in connection.execute(query, chunk)})
+            known = _select_recorded(connection, lookup_keys(entries))
+            known.update(_select_recorded(connection, lookup_keys(entries, known)))
             size = _select_size(connection)
             nodes = _select_nodes(connection, merkle.root_nodes(size))
             plan = plan_appends(entries, known, size, nodes, utc_now())
@@ -375,6 +462,10 @@ class _SqliteDirect:
                     "INSERT INTO audit_nodes (level, idx, hash) VALUES (?, ?, ?)",
                     [(r["level"], r["idx"], r["hash"]) for r in plan.node_rows],
                 )
+            connection.executemany(
+                _upsert_offsets("?, ?, ?"),
+                [(r["topic"], r["partition_id"], r["next_offset"]) for r in offsets],
+            )
             connection.execute("COMMIT")
         except BaseException:
             connection.execute("ROLLBACK")
@@ -415,15 +506,18 @@ def _append_statement(dialect: Dialect) -> str:
     its reply comes after the commit, so a returned ``true`` is durable.
 
     Parameters: $1 the advisory lock key, $2 the expected size, $3-$5 the expected peaks (levels,
-    indexes, hashes), then one array per column of ``audit_entries`` and of ``audit_nodes``.
+    indexes, hashes), then one array per column of ``audit_entries``, of ``audit_nodes`` and of
+    ``audit_offsets`` (the partitions' offsets expected next, advanced with the batch).
 
     The checks read the statement's snapshot, taken before the lock is granted. A writer that
     committed in between is caught all the same: the first leaf index it used is this batch's
     first, so the inserts hit the primary key and the statement fails as a whole.
     """
     entry_columns, node_columns = list(audit_entries.columns), list(audit_nodes.columns)
+    offset_columns = list(audit_offsets.columns)
     first_entry = 6
     first_node = first_entry + len(entry_columns)
+    first_offset = first_node + len(node_columns)
     dedup = first_entry + [c.name for c in entry_columns].index("dedup_key")
     keys = f"${dedup}::{_array_type(audit_entries.c.dedup_key, dialect)}"
 
@@ -457,6 +551,13 @@ def _append_statement(dialect: Dialect) -> str:
             INSERT INTO audit_nodes ({names(node_columns)})
             SELECT * FROM unnest({arrays(node_columns, first_node)})
             WHERE (SELECT ok FROM state)
+        ),
+        offsets AS (
+            INSERT INTO audit_offsets ({names(offset_columns)})
+            SELECT * FROM unnest({arrays(offset_columns, first_offset)})
+            WHERE (SELECT ok FROM state)
+            ON CONFLICT (topic, partition_id) DO UPDATE
+            SET next_offset = greatest(audit_offsets.next_offset, excluded.next_offset)
         )
         SELECT ok FROM state
     """  # noqa: S608 (names and types from the table definitions above, values as parameters)
@@ -487,7 +588,10 @@ class _PostgresAppender:
         self._tree: TreeState | None = None
         self._statement = _append_statement(engine.dialect)
 
-    async def write(self, entries: Sequence[NewEntry]) -> list[Appended]:
+    @db_client_span("postgresql", "BATCH", "audit_entries")
+    async def write(
+        self, entries: Sequence[NewEntry], offsets: list[dict[str, Any]]
+    ) -> list[Appended]:
         if not entries:
             return []
         if self._connection is None:
@@ -495,7 +599,7 @@ class _PostgresAppender:
         connection = self._connection
         try:
             raw = await connection.get_raw_connection()
-            return await self._write(raw.driver_connection, entries)
+            return await self._write(raw.driver_connection, entries, offsets)
         except BaseException:
             # Whatever failed, the commit's outcome may be unknown: start over from the database.
             self._connection, self._tree = None, None
@@ -503,13 +607,17 @@ class _PostgresAppender:
             await connection.close()
             raise
 
-    async def _write(self, pg: Any, entries: Sequence[NewEntry]) -> list[Appended]:
+    async def _write(
+        self, pg: Any, entries: Sequence[NewEntry], offsets: list[dict[str, Any]]
+    ) -> list[Appended]:
         tree = self._tree
         self._tree = None  # known again only once this batch's outcome is
         if tree is not None:
+            # Planned as if no key were recorded: the statement checks that none is (a
+            # redelivery, or another version of a recorded event, takes the long way).
             plan = plan_appends(entries, {}, tree.size, tree.peaks, utc_now())
             try:
-                if await self._insert(pg, tree, plan):
+                if await self._insert(pg, tree, plan, offsets):
                     self._tree = plan.tree
                     return plan.results
             except asyncpg.UniqueViolationError:
@@ -517,11 +625,9 @@ class _PostgresAppender:
         async with pg.transaction():
             # Replicas sharing the database take turns, so leaf indexes stay dense.
             await pg.execute("SELECT pg_advisory_xact_lock($1)", ADVISORY_LOCK_KEY)
-            rows = await pg.fetch(
-                "SELECT dedup_key, seq FROM audit_entries WHERE dedup_key = ANY($1::text[])",
-                list(dict.fromkeys(e.dedup_key for e in entries)),
-            )
-            known = {row["dedup_key"]: int(row["seq"]) for row in rows}
+            known = await self._recorded(pg, lookup_keys(entries))
+            if known:
+                known.update(await self._recorded(pg, lookup_keys(entries, known)))
             last = await pg.fetchval("SELECT max(idx) FROM audit_nodes WHERE level = 0")
             size = 0 if last is None else int(last) + 1
             peaks = merkle.root_nodes(size)
@@ -533,14 +639,24 @@ class _PostgresAppender:
             )
             tree = TreeState(size, {(int(r[0]), int(r[1])): bytes(r[2]) for r in rows})
             plan = plan_appends(entries, known, tree.size, tree.peaks, utc_now())
-            if plan.entry_rows and not await self._insert(pg, tree, plan):
+            if (plan.entry_rows or offsets) and not await self._insert(pg, tree, plan, offsets):
                 # Only a writer that ignores the lock (someone by hand) gets here; the caller
                 # retries, and the next attempt reads the ledger afresh.
                 raise RuntimeError("the audit ledger changed while this writer held its lock")
         self._tree = plan.tree
         return plan.results
 
-    async def _insert(self, pg: Any, tree: TreeState, plan: AppendPlan) -> bool:
+    @staticmethod
+    async def _recorded(pg: Any, keys: list[str]) -> dict[str, Recorded]:
+        rows = await pg.fetch(
+            "SELECT dedup_key, seq, entry FROM audit_entries WHERE dedup_key = ANY($1::text[])",
+            keys,
+        )
+        return {row["dedup_key"]: Recorded(int(row["seq"]), row["entry"]) for row in rows}
+
+    async def _insert(
+        self, pg: Any, tree: TreeState, plan: AppendPlan, offsets: list[dict[str, Any]]
+    ) -> bool:
         peaks = list(tree.peaks.items())
         # `fetch`, not `fetchval`: no row limit on the portal, the plain run-to-completion path.
         rows = await pg.fetch(
@@ -552,6 +668,7 @@ class _PostgresAppender:
             [value for _, value in peaks],
             *([row[c.name] for row in plan.entry_rows] for c in audit_entries.columns),
             *([row[c.name] for row in plan.node_rows] for c in audit_nodes.columns),
+            *([row[c.name] for row in offsets] for c in audit_offsets.columns),
         )
         return bool(rows[0][0])
 
@@ -580,6 +697,7 @@ class Ledger:
                 self._sqlite = _SqliteDirect(file)
         else:
             self.engine = create_async_engine(url, pool_pre_ping=True)
+        instrument_engine(self.engine)  # client spans when tracing is on
         self._is_postgres = self.engine.dialect.name == "postgresql"
         if self._is_postgres:
             self._postgres = _PostgresAppender(self.engine)
@@ -644,21 +762,34 @@ class Ledger:
                     if not pending.future.done():
                         pending.future.set_result(result)
 
-    async def append_batch(self, entries: Sequence[NewEntry]) -> list[Appended]:
-        """Append entries in order in one transaction: all of them durable, or none."""
+    async def append_batch(
+        self,
+        entries: Sequence[NewEntry],
+        next_offsets: Mapping[Partition, int] | None = None,
+    ) -> list[Appended]:
+        """Append entries in order in one transaction: all of them durable, or none.
+
+        `next_offsets` advances the offsets expected next on the batch's partitions (never
+        back) in the same transaction, so they always match what the ledger holds.
+        """
+        offsets = _offset_rows(next_offsets)
         async with self._append_lock:
             if self._sqlite is not None:
-                return await self._sqlite.write(entries)
+                return await self._sqlite.write(entries, offsets)
             if self._postgres is not None:
-                return await self._postgres.write(entries)
+                return await self._postgres.write(entries, offsets)
             async with self._write_transaction() as conn:
-                known = await self._known_keys(conn, [e.dedup_key for e in entries])
+                known = await self._known_keys(conn, lookup_keys(entries))
+                known.update(await self._known_keys(conn, lookup_keys(entries, known)))
                 size = await self._size(conn)
                 nodes = await self._fetch_nodes(conn, merkle.root_nodes(size))
                 plan = plan_appends(entries, known, size, nodes, utc_now())
                 if plan.entry_rows:
                     await conn.execute(audit_entries.insert(), plan.entry_rows)
                     await conn.execute(audit_nodes.insert(), plan.node_rows)
+                if offsets:
+                    values = ":topic, :partition_id, :next_offset"
+                    await conn.execute(text(_upsert_offsets(values)), offsets)
                 return plan.results
 
     @asynccontextmanager
@@ -669,16 +800,31 @@ class Ledger:
                 yield conn
 
     @staticmethod
-    async def _known_keys(conn: AsyncConnection, keys: Sequence[str]) -> dict[str, int]:
-        known: dict[str, int] = {}
+    async def _known_keys(conn: AsyncConnection, keys: Sequence[str]) -> dict[str, Recorded]:
+        known: dict[str, Recorded] = {}
         for chunk in _chunks(list(dict.fromkeys(keys)), _IN_CHUNK):
             rows = await conn.execute(
-                select(audit_entries.c.dedup_key, audit_entries.c.seq).where(
+                select(audit_entries.c.dedup_key, audit_entries.c.seq, audit_entries.c.entry).where(
                     audit_entries.c.dedup_key.in_(chunk)
                 )
             )
-            known.update({key: int(seq) for key, seq in rows})
+            known.update({key: Recorded(int(seq), entry) for key, seq, entry in rows})
         return known
+
+    async def next_offsets(self, partitions: Iterable[Partition]) -> dict[Partition, int]:
+        """The offset expected next on each of `partitions` that the ledger has seen."""
+        wanted = set(partitions)
+        topics = sorted({topic for topic, _ in wanted})
+        if not topics:
+            return {}
+        async with self.engine.connect() as conn:
+            rows = await conn.execute(
+                select(
+                    audit_offsets.c.topic, audit_offsets.c.partition_id, audit_offsets.c.next_offset
+                ).where(audit_offsets.c.topic.in_(topics))
+            )
+            found = {(topic, int(part)): int(offset) for topic, part, offset in rows}
+        return {key: offset for key, offset in found.items() if key in wanted}
 
     @staticmethod
     async def _size(conn: AsyncConnection) -> int:

@@ -26,7 +26,13 @@ from cryptography.hazmat.primitives.serialization import (
 from contracts.events import utc_now
 from ocsea.runtime.logging import get_logger
 from ocsea.runtime.settings import Settings
-from services.audit.domain.checkpoint import Checkpoint, public_key_of, sign_checkpoint
+from services.audit.domain import signed_note
+from services.audit.domain.checkpoint import (
+    Checkpoint,
+    public_key_of,
+    raw_public_key,
+    sign_checkpoint,
+)
 from services.audit.ledger import Ledger
 
 log = get_logger("ocsea.audit.checkpoints")
@@ -41,7 +47,8 @@ def load_signing_key(path: Path, *, create: bool) -> Ed25519PrivateKey:
         if not create:
             raise SigningKeyError(
                 f"audit signing key {path} not found (OCSEA_AUDIT_SIGNING_KEY_FILE): a "
-                "deployment must supply its Ed25519 key; unset it to have a local one generated"
+                "deployment must supply its Ed25519 key (PEM); only a local run, with neither "
+                "OCSEA_DEPLOYMENT nor OCSEA_AUDIT_SIGNING_KEY_FILE set, has one generated"
             )
         return _generate(path)
     try:
@@ -54,10 +61,9 @@ def load_signing_key(path: Path, *, create: bool) -> Ed25519PrivateKey:
 
 
 def signing_key_for(settings: Settings) -> Ed25519PrivateKey:
-    return load_signing_key(
-        settings.resolved_audit_signing_key_file,
-        create=settings.audit_signing_key_file is None,
-    )
+    # A configured path, or deployment mode, means the deployment supplies the key.
+    local = settings.audit_signing_key_file is None and not settings.deployment
+    return load_signing_key(settings.resolved_audit_signing_key_file, create=local)
 
 
 def _generate(path: Path) -> Ed25519PrivateKey:
@@ -89,6 +95,8 @@ class Checkpointer:
         self.origin = origin
         self.clock = clock
         self.public_key = public_key_of(key)
+        self.verifier_key = signed_note.verifier_key(origin, raw_public_key(key))
+        """The same key as a C2SP signed-note verifier key, named by the origin."""
         self._task: asyncio.Task[None] | None = None
 
     async def sign_now(self) -> Checkpoint:
@@ -118,6 +126,15 @@ class Checkpointer:
             ):
                 return latest
         return await self.sign_now()
+
+    async def tlog_checkpoint(self) -> str:
+        """The current checkpoint's tree head as a C2SP `tlog-checkpoint` signed note. Not
+        stored: the note has no timestamp and Ed25519 is deterministic, so a tree head always
+        gives the same note."""
+        head = await self.current()
+        return signed_note.tlog_checkpoint(
+            self.key, origin=head.origin, tree_size=head.tree_size, root=head.root
+        )
 
     async def _every(self, interval_s: float) -> None:
         while True:

@@ -7,6 +7,9 @@ and accepts only if they reproduce the kept checkpoint and the current one, sign
 key. Anything the source claims beyond that (its stored leaf hashes, its consistency proofs) is
 used only to *locate* a failure, and only after it has been authenticated against a trusted
 root, so a lying source can hide where the damage is but never make damage pass.
+
+It also counts what the ledger itself recorded as suspect, conflicts and offset gaps: they do not
+make a ledger fail (they are facts it holds, intact), but an auditor should look at them.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from services.audit.domain.checkpoint import (
     pinned_key_of,
     verify_checkpoint,
 )
+from services.audit.domain.entry import CONFLICT, OFFSET_GAP
 from services.audit.wire import CaseBundle
 
 Progress = Callable[[int, int], None]
@@ -54,6 +58,11 @@ class LedgerSource(Protocol):
         ...
 
 
+# "action" sorts first among an entry's keys, so its canonical JSON starts with it.
+_CONFLICT_LEAF = f'{{"action":"{CONFLICT}"'
+_GAP_LEAF = f'{{"action":"{OFFSET_GAP}"'
+
+
 @dataclass
 class Verdict:
     ok: bool
@@ -61,6 +70,24 @@ class Verdict:
     first_bad_index: int | None = None
     problems: list[str] = field(default_factory=list)
     steps: list[str] = field(default_factory=list)
+    conflicts: int = 0
+    """Entries recording a record that claimed a recorded key with other bytes."""
+    offset_gaps: int = 0
+    """Entries recording offsets of a partition the ledger never received."""
+
+    def count_recorded(self, text: str) -> None:
+        if text.startswith(_CONFLICT_LEAF):
+            self.conflicts += 1
+        elif text.startswith(_GAP_LEAF):
+            self.offset_gaps += 1
+
+    def note_recorded(self) -> None:
+        if self.conflicts or self.offset_gaps:
+            self.steps.append(
+                f"to look into: {self.conflicts} conflict(s) (a recorded key claimed with other "
+                f"bytes) and {self.offset_gaps} offset gap(s) recorded "
+                "(GET /v1/audit/conflicts, /v1/audit/gaps)"
+            )
 
     def fail(self, problem: str, index: int | None = None) -> None:
         self.ok = False
@@ -202,6 +229,7 @@ def _read_leaves(
             else:
                 data = text.encode()
                 _check_entry(verdict, expected, text)
+                verdict.count_recorded(text)
             digest = merkle.leaf_hash(data)
             recomputed += digest
             claimed += leaf.claimed_hash if leaf.claimed_hash is not None else bytes(32)
@@ -324,6 +352,7 @@ def verify_ledger(
             f"the recomputed leaves do not reproduce the source's checkpoint root "
             f"(size {head.tree_size})"
         )
+    verdict.note_recorded()
     if not (kept_ok and head_ok):
         # Locate against the kept checkpoint when its own prefix fails: it is the one root
         # trusted outright. Otherwise the damage lies beyond it, under the source's head.
@@ -386,6 +415,7 @@ def verify_bundle(
             verdict.fail(f"entry {index}: {exc}", index)
             continue
         _check_entry(verdict, index, item.leaf)
+        verdict.count_recorded(item.leaf)
         try:
             case_id = json.loads(item.leaf).get("case_id")
         except (ValueError, AttributeError):
@@ -396,4 +426,5 @@ def verify_bundle(
         verdict.steps.append(
             f"{len(bundle.entries)} entries of case {bundle.case_id}: each proven included"
         )
+    verdict.note_recorded()
     return verdict

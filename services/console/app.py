@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 from urllib.parse import urlencode
 
 import httpx
@@ -29,6 +29,7 @@ from contracts.events import Classification, OverrideReason, Priority, TaskStatu
 from ocsea.runtime.auth import Principal, PrincipalStore, Role
 from ocsea.runtime.logging import get_logger
 from ocsea.runtime.settings import Settings
+from ocsea.runtime.telemetry import instrument_http_app
 from services.console.api import Api, ApiError
 from services.console.i18n import Catalog, Lang, catalogs, choose_language
 from services.console.sessions import RedisBackend, Session, SessionBackend, Sessions
@@ -419,7 +420,8 @@ def build(
         view: CurrentView,
         escalations_cursor: Annotated[str | None, Query(max_length=1000)] = None,
         tasks_cursor: Annotated[str | None, Query(max_length=1000)] = None,
-        fragment: str | None = None,
+        # The region console.js refreshes; only the page's own regions exist.
+        fragment: Literal["escalations", "tasks"] | None = None,
     ) -> Response:
         session = signed_in(view, Role.SUPERVISOR)
         tables = {}
@@ -644,4 +646,6 @@ def build(
             tree_size=size,
         )
 
+    # Server spans as the services have them (nothing when tracing is off).
+    instrument_http_app(app)
     return app

@@ -45,6 +45,7 @@ from contracts.reports import (
     BatchResult,
     BatchRowResult,
     BatchRowStatus,
+    Channel,
     ErrorBody,
     PartnerReport,
     ReportAccepted,
@@ -190,11 +191,13 @@ def build(settings: Settings, intake: IntakeSettings | None = None) -> FastAPI:
     redis = CoalescingRedis(context.redis.connection_pool)
     store = IntakeStore(redis, config)
     matching_secret = load_or_create_master_key(
-        config.matching_key_file or settings.var_dir / "matching.key"
+        config.matching_key_file or settings.var_dir / "matching.key",
+        create=not settings.deployment,
+        setting="OCSEA_INTAKE_MATCHING_KEY_FILE",
     )
     acceptor = Acceptor(
         broker=context.broker,
-        keys=CaseKeys(redis, load_or_create_master_key(settings.resolved_master_key_file)),
+        keys=CaseKeys.for_service(context, redis),
         store=store,
         matcher=Matcher(matching_secret, vocabulary),
         gazetteer=gazetteer,
@@ -211,8 +214,8 @@ def build(settings: Settings, intake: IntakeSettings | None = None) -> FastAPI:
     )
     outcomes = Counter(
         "ocsea_intake_reports",
-        "Reports by channel and outcome",
-        ["source_format", "outcome"],
+        "Reports by source format, the report's channel, lane and outcome",
+        ["source_format", "channel", "lane", "outcome"],
         registry=context.registry,
     )
     refusals = Counter(
@@ -351,7 +354,7 @@ def build(settings: Settings, intake: IntakeSettings | None = None) -> FastAPI:
                     await store.release(reservation)
             raise
 
-    def count(source_format: SourceFormat, outcome: Outcome) -> None:
+    def count(source_format: SourceFormat, channel: Channel, lane: Lane, outcome: Outcome) -> None:
         kind = (
             "duplicate"
             if outcome.duplicate_of and outcome.delivery is Delivery.PUBLISHED
@@ -359,7 +362,7 @@ def build(settings: Settings, intake: IntakeSettings | None = None) -> FastAPI:
             if outcome.published
             else outcome.delivery.value
         )
-        outcomes.labels(source_format.value, kind).inc()
+        outcomes.labels(source_format, channel, lane, kind).inc()
 
     def too_large() -> Refusal:
         return Refusal(
@@ -399,7 +402,7 @@ def build(settings: Settings, intake: IntakeSettings | None = None) -> FastAPI:
     ) -> Response:
         acceptance = await acceptor.accept(principal.name, [report], source_format, Lane.LIVE)
         [outcome] = acceptance.outcomes
-        count(source_format, outcome)
+        count(source_format, report.report.channel, Lane.LIVE, outcome)
         if outcome.unavailable:
             raise Unavailable(unavailable("the report was not stored; nothing was kept"))
         if outcome.too_large:
@@ -561,8 +564,10 @@ def build(settings: Settings, intake: IntakeSettings | None = None) -> FastAPI:
             if good
             else None
         )
-        for (line, _), outcome in zip(good, acceptance.outcomes if acceptance else [], strict=True):
-            count(SourceFormat.BATCH, outcome)
+        for (line, row), outcome in zip(
+            good, acceptance.outcomes if acceptance else [], strict=True
+        ):
+            count(SourceFormat.BATCH, row.channel, Lane.BULK, outcome)
             if outcome.unavailable:
                 results[line] = BatchRowResult(
                     line=line,

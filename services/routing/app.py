@@ -23,12 +23,14 @@ from fastapi import Body, Depends, FastAPI, HTTPException, Query, Request, Respo
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from contracts.events import (
+    ERASURE_REFERENCE_PATTERN,
     Actor,
     ActorKind,
     AgencyType,
     Classification,
     DeliveryOutcome,
     Envelope,
+    ErasureReason,
     EscalationTarget,
     EventType,
     IncidentFacts,
@@ -44,9 +46,11 @@ from contracts.topics import Lane
 from ocsea.runtime.access import AccessLog, Basis, CaseGrounds
 from ocsea.runtime.auth import Principal, PrincipalStore, Role, require
 from ocsea.runtime.consumer import Origin
-from ocsea.runtime.crypto import CaseKeyNotFoundError, CaseKeys, load_or_create_master_key
+from ocsea.runtime.crypto import CaseErasedError, CaseKeyNotFoundError, CaseKeys
 from ocsea.runtime.kafka import ensure_topics, publish_event
+from ocsea.runtime.keystore import ErasureNotice
 from ocsea.runtime.logging import get_logger
+from ocsea.runtime.metrics import refresh_periodically
 from ocsea.runtime.service import ServiceContext, create_http_app
 from ocsea.runtime.settings import Settings
 from services.routing.access import can_command, can_see, case_grounds, is_coordinator
@@ -59,6 +63,7 @@ from services.routing.engine import (
     RoutingMetrics,
     RoutingTopics,
 )
+from services.routing.erasure import ErasureIncompleteError, ErasureNotRecordedError, erase_case
 from services.routing.inbox import (
     DEFAULT_LIMIT,
     MAX_LIMIT,
@@ -68,6 +73,7 @@ from services.routing.inbox import (
     InboxSort,
     inbox_page,
 )
+from services.routing.metrics import TaskGauges
 from services.routing.store import LockTimeoutError, RoutingStore
 from services.routing.tasks import Command, InvalidTransitionError, TaskState, satisfied
 
@@ -76,6 +82,7 @@ log = get_logger("ocsea.routing")
 PROJECTION_GROUP = "projection"
 StaffPrincipal = Annotated[Principal, Depends(require(Role.OFFICER, Role.SUPERVISOR))]
 SupervisorPrincipal = Annotated[Principal, Depends(require(Role.SUPERVISOR))]
+OperatorPrincipal = Annotated[Principal, Depends(require(Role.OPERATOR))]
 
 
 class TaskView(BaseModel):
@@ -215,6 +222,29 @@ class CaseView(BaseModel):
     reports: list[ReportDetails]
     tasks: list[CaseTask]
     access_event_id: uuid.UUID = Field(description="The access record of this view")
+    personal_data_erased: ErasureNotice | None = Field(
+        default=None,
+        description="Set once the case's personal data was erased: when, and why; every "
+        "report then says `erased`",
+    )
+
+
+class ErasureRequest(_Request):
+    reason: ErasureReason = Field(description="Why the case's personal data is erased (a code)")
+    reference: str | None = Field(
+        default=None,
+        pattern=ERASURE_REFERENCE_PATTERN,
+        description="Your own record of the request, e.g. a ticket id (never free text: it "
+        "stays on the topic and in the ledger)",
+    )
+
+
+class ErasureResult(BaseModel):
+    case_id: uuid.UUID
+    erased_at: AwareDatetime
+    reason: ErasureReason = Field(description="The first erasure's, when erased before")
+    reference: str | None
+    event_id: uuid.UUID = Field(description="The `case.erased` event on the cases topic")
 
 
 def _not_found() -> HTTPException:
@@ -244,6 +274,17 @@ def _unknown_code(field: str, allowed: tuple[str, ...]) -> HTTPException:
     )
 
 
+def _keys_unavailable() -> HTTPException:
+    return HTTPException(
+        503,
+        {
+            "code": "keys_unavailable",
+            "message": "the case keys could not be read; nothing is shown",
+        },
+        headers={"Retry-After": "5"},
+    )
+
+
 def actor_of(principal: Principal) -> Actor:
     kind = ActorKind.SUPERVISOR if principal.role is Role.SUPERVISOR else ActorKind.OFFICER
     return Actor(kind=kind, id=principal.name, agency=principal.agency)
@@ -261,7 +302,7 @@ def build(
     topics = topics or RoutingTopics()
     context = ServiceContext.create("routing", settings)
     store = RoutingStore(context.redis)
-    keys = CaseKeys(context.redis, load_or_create_master_key(settings.resolved_master_key_file))
+    keys = CaseKeys.for_service(context)
 
     async def publish(topic: str, envelope: Envelope) -> None:
         await publish_event(context.broker, topic, envelope)
@@ -314,6 +355,8 @@ def build(
     if context.serves(None):  # not a bulk-lane process: the clocks run with the live lane
         context.after_start += [timers.start, deliveries.start]
         context.before_stop += [timers.stop, deliveries.stop]
+        # Tasks by state: exported where the timers that move them run.
+        refresh_periodically(context, "tasks", TaskGauges(context.registry, store).refresh)
     context.readiness["projection"] = projection_ready
     app_state: dict[str, Any] = {
         "engine": engine,
@@ -616,17 +659,31 @@ def build(
             raise _case_access_denied()
         reports = await store.reports(case_id)
         details: list[ReportDetails] = []
+        try:
+            erasure = await keys.erasure(case_id)
+        except Exception as exc:  # the key store or its cache: nothing is shown
+            log.error("case.keys_unavailable", case_id=str(case_id), error=type(exc).__name__)
+            raise _keys_unavailable() from exc
         for report in reports:
             personal: dict[str, Any] | None = None
             status: Literal["shown", "none", "erased", "unreadable"] = "none"
-            if report.personal is not None:
+            if report.personal is not None and erasure is not None:
+                status = "erased"
+            elif report.personal is not None:
                 try:
                     personal = json.loads(await keys.open(case_id, report.personal))
                     status = "shown"
+                except CaseErasedError as erased:  # erased while this view was being made
+                    status, erasure = "erased", erased.erasure
                 except CaseKeyNotFoundError:
-                    status = "erased"
+                    status = "unreadable"  # sealed under a key the key store never had
                 except (InvalidTag, ValueError):
                     status = "unreadable"
+                except Exception as exc:
+                    log.error(
+                        "case.keys_unavailable", case_id=str(case_id), error=type(exc).__name__
+                    )
+                    raise _keys_unavailable() from exc
             details.append(
                 ReportDetails(
                     **report.model_dump(
@@ -671,6 +728,74 @@ def build(
                 for t in tasks
             ],
             access_event_id=access_id,
+            personal_data_erased=ErasureNotice.of(erasure),
+        )
+
+    @app.post(
+        "/v1/cases/{case_id}/erasure",
+        response_model=ErasureResult,
+        responses={
+            401: {"model": ErrorBody},
+            403: {"model": ErrorBody},
+            404: {"model": ErrorBody, "description": "No personal data was ever kept for the case"},
+            422: {"model": ErrorBody, "description": "A field is invalid; `field` names it"},
+            503: {"model": ErrorBody, "description": "Not completed or not recorded; retry"},
+        },
+        tags=["cases"],
+    )
+    async def erase(
+        case_id: uuid.UUID, body: ErasureRequest, principal: OperatorPrincipal
+    ) -> ErasureResult:
+        """Erase the case's personal data (operators only): its data key is destroyed, so what
+        was sealed under it, in every topic, projection and export, can no longer be opened;
+        every view of the case then says when it was erased. `case.erased` is published on the
+        cases topic and recorded by the audit ledger, which keeps verifying. Final and
+        idempotent: asking again answers the first erasure, and personal data that arrives for
+        the case later is erased on arrival. Operators read no case: the answer shows nothing
+        of it."""
+
+        async def publish(event: Envelope) -> None:
+            await publish_event(context.broker, topics.cases, event)
+
+        try:
+            done = await erase_case(
+                keys,
+                publish,
+                case_id,
+                reason=body.reason,
+                operator=principal.name,
+                reference=body.reference,
+            )
+        except ErasureIncompleteError as exc:
+            raise HTTPException(
+                503,
+                {
+                    "code": "erasure_incomplete",
+                    "message": "the erasure could not be completed; retry",
+                },
+                headers={"Retry-After": "5"},
+            ) from exc
+        except ErasureNotRecordedError as exc:
+            raise HTTPException(
+                503,
+                {
+                    "code": "erasure_not_recorded",
+                    "message": "the personal data is erased but the erasure is not yet recorded; "
+                    "retry (it is recorded once)",
+                },
+                headers={"Retry-After": "5"},
+            ) from exc
+        if done is None:
+            raise HTTPException(
+                404, {"code": "case_not_found", "message": "no personal data is kept for this case"}
+            )
+        erasure, event = done
+        return ErasureResult(
+            case_id=case_id,
+            erased_at=erasure.erased_at,
+            reason=erasure.reason,
+            reference=erasure.reference,
+            event_id=event.event_id,
         )
 
     return app

@@ -31,8 +31,9 @@ from contracts.events import (
     make_event,
 )
 from ocsea.runtime.logging import get_logger
+from ocsea.runtime.telemetry import continued_span
 from services.routing.directory import Agency, Directory
-from services.routing.engine import SYSTEM, Publish, RoutingTopics
+from services.routing.engine import SYSTEM, Publish, RoutingTopics, trace_context_key
 from services.routing.store import RoutingStore
 
 log = get_logger("ocsea.routing.delivery")
@@ -149,11 +150,17 @@ class Dispatcher:
         return owed
 
     async def attempt(self, task_id: str) -> None:
-        redis = self.store.redis
-        raw = await redis.get(self._payload_key(task_id))
+        raw, traceparent = await self.store.redis.mget(
+            [self._payload_key(task_id), trace_context_key(self.store, task_id)]
+        )
         if raw is None:
             return
-        body = raw if isinstance(raw, bytes) else raw.encode()
+        # In the assignment's trace, which the agency's system receives in `traceparent`.
+        with continued_span("deliver webhook", traceparent, {"ocsea.task.id": task_id}):
+            await self._attempt(task_id, raw if isinstance(raw, bytes) else raw.encode())
+
+    async def _attempt(self, task_id: str, body: bytes) -> None:
+        redis = self.store.redis
         event = Envelope.model_validate_json(body)
         agency = self.directory.find_agency(str(event.data["agency_id"]))
         if agency is None or agency.delivery is None or agency.delivery.webhook_url is None:

@@ -35,7 +35,9 @@ from contracts.events import (
 )
 from contracts.topics import dlq_of
 from ocsea.runtime.logging import get_logger
+from ocsea.runtime.telemetry import current_traceparent, linked_span, tracing, untraced
 from services.routing.directory import Directory
+from services.routing.metrics import TaskMetrics
 from services.routing.policy import (
     CaseFacts,
     Placement,
@@ -66,6 +68,16 @@ log = get_logger("ocsea.routing")
 SYSTEM = Actor(kind=ActorKind.SYSTEM, id="routing")
 Publish = Callable[[str, Envelope], Awaitable[None]]
 CLOSED_WITHOUT_OUTCOME = frozenset({TaskStatus.DECLINED, TaskStatus.REASSIGNED})
+# How long an assignment's trace context is kept for the work it sets off later: longer than
+# the last escalation step of the slowest priority, well past any trace store's retention.
+TRACE_CONTEXT_TTL_S = 30 * 86400
+
+
+def trace_context_key(store: RoutingStore, task_id: uuid.UUID | str) -> str:
+    """Where the W3C trace context of a task's assignment is kept (only while tracing): its
+    webhook delivery continues that trace, its SLA timers link to it."""
+    return f"{store.prefix}trace:{task_id}"
+
 
 DEFAULT_DISPATCH: dict[AgencyType, str] = {
     AgencyType.CHILD_PROTECTION: project_topics.DISPATCH_CHILD_PROTECTION,
@@ -85,6 +97,7 @@ class RoutingTopics:
     triaged_bulk: str = project_topics.REPORTS_TRIAGED_BULK
     tasks: str = project_topics.TASKS_EVENTS
     access: str = project_topics.ACCESS
+    cases: str = project_topics.CASES
     dispatch: Mapping[AgencyType, str] = field(default_factory=lambda: dict(DEFAULT_DISPATCH))
 
     @classmethod
@@ -96,6 +109,7 @@ class RoutingTopics:
             triaged_bulk=f"{namespace}.triaged.bulk",
             tasks=f"{namespace}.tasks",
             access=f"{namespace}.access",
+            cases=f"{namespace}.cases",
             dispatch={t: f"{namespace}.dispatch.{t.value}" for t in DEFAULT_DISPATCH},
         )
 
@@ -107,7 +121,8 @@ class RoutingTopics:
             self.triaged_bulk,
             self.tasks,
         ]
-        return [*consumed, *map(dlq_of, consumed), self.access, *self.dispatch.values()]
+        produced = [self.access, self.cases, *self.dispatch.values()]
+        return [*consumed, *map(dlq_of, consumed), *produced]
 
 
 class RoutingMetrics:
@@ -127,6 +142,7 @@ class RoutingMetrics:
         self.tasks_assigned = Counter(
             "ocsea_routing_tasks_assigned_total", "Tasks assigned", ["role"], registry=registry
         )
+        self.tasks = TaskMetrics(registry)
 
 
 class RoutingEngine:
@@ -164,6 +180,7 @@ class RoutingEngine:
         )
         await self.publish(self.topics.tasks, event)
         updated = await self.store.apply_locked(task, event)
+        self.metrics.tasks.changed(task, event)
         if self.mark_applied is not None:
             # Spares the projection consumer re-applying what the writer just applied.
             await self.mark_applied(event)
@@ -318,6 +335,10 @@ class RoutingEngine:
         )
         await self.publish(self.topics.tasks, event)
         task = await self.store.apply(event)
+        traceparent = current_traceparent()
+        if traceparent is not None:
+            key = trace_context_key(self.store, event.data["task_id"])
+            await self.store.redis.set(key, traceparent, ex=TRACE_CONTEXT_TTL_S)
         if self.on_assigned is not None:
             # Dispatched by the writer at once, in the case's own lane: the agency never waits
             # behind the tasks topic's backlog (the projection consumer dispatches it only
@@ -328,6 +349,8 @@ class RoutingEngine:
             await self.mark_applied(event)
         chosen = event.payload(TaskAssignedData)
         self.metrics.tasks_assigned.labels(placement.role.value).inc()
+        if previous is None:  # a triage result's own task, not a re-route
+            self.metrics.tasks.assigned(chosen, triaged_at=start, now=utc_now())
         log.info(
             "task.assigned",
             case_id=str(case_id),
@@ -433,7 +456,16 @@ class RoutingEngine:
 
     async def fire(self, task_id: str) -> int:
         """Fire the task's due timers, in order; each is checked against the task's state
-        under the task's lock, so a timer met or moved in the meantime does nothing."""
+        under the task's lock, so a timer met or moved in the meantime does nothing.
+
+        Traced on its own, linked to the assignment's trace: the events a timer publishes
+        hours later are no part of the request that assigned the task, but lead back to it."""
+        key = trace_context_key(self.store, task_id)
+        origin = await self.store.redis.get(key) if tracing() else None
+        with linked_span("fire sla timers", origin, {"ocsea.task.id": task_id}):
+            return await self._fire(task_id)
+
+    async def _fire(self, task_id: str) -> int:
         fired = 0
         async with self.store.lock(task_id):
             task = await self.store.get(task_id)
@@ -611,17 +643,19 @@ class DueLoop:
         last_requeue = 0.0
         while not self._stopping.is_set():
             try:
-                if self._guard is not None:
-                    await self._guard()
-                now = time.time()
-                if now - last_requeue >= 1.0:
-                    await self._queue.requeue_expired(now)
-                    last_requeue = now
-                members = await self._queue.claim(now, self._batch)
+                # Polled every interval: only the work a poll finds is traced.
+                with untraced():
+                    if self._guard is not None:
+                        await self._guard()
+                    now = time.time()
+                    if now - last_requeue >= 1.0:
+                        await self._queue.requeue_expired(now)
+                        last_requeue = now
+                    members = await self._queue.claim(now, self._batch)
+                    head = None if members else await self._queue.next_due()
                 if members:
                     await self._dispatch(members)
                     continue
-                head = await self._queue.next_due()
                 delay = self._interval_s if head is None else max(0.0, head - time.time())
                 await self._pause(min(self._interval_s, delay))
             except Exception as exc:

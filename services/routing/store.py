@@ -5,7 +5,9 @@
 - the SLA timers: one sorted set of `task|timer` members scored by due time, always equal to
   `pending_timers(state)` of every task, since both are written in the same transaction;
 - the cases' received reports (personal data still sealed) and latest triage result;
-- an epoch marker: its absence means Redis lost routing's state, which is then rebuilt.
+- an epoch marker: its absence means Redis lost routing's state, which is then rebuilt;
+- each task in the set of its figure (`figures.py`: status, priority, agency type, SLA state),
+  so the gauges of tasks by state read set sizes instead of every task.
 
 Every task event goes through `apply`, whoever sees it first (the writer, the projection
 consumer, a rebuild): it folds the event into the stored state under optimistic locking, so
@@ -26,6 +28,7 @@ from redis.asyncio import Redis
 from redis.exceptions import WatchError
 
 from contracts.events import AgencyType, Envelope, ReportReceivedData, ReportTriagedData
+from services.routing.figures import figure_of
 from services.routing.tasks import TaskState, fold, pending_timers
 
 _CLAIM = """
@@ -102,6 +105,8 @@ class DueQueue:
 # The layout's version is part of the prefix: a new layout starts empty and is rebuilt from
 # Kafka, never misreading the records of the old one.
 DEFAULT_PREFIX = "ocsea:routing:v2:"
+BACKFILL_LEASE_S = 60
+"""How long a process's claim on putting old tasks in their figure sets lasts unrenewed."""
 
 
 class RoutingStore:
@@ -136,6 +141,14 @@ class RoutingStore:
     @property
     def epoch_key(self) -> str:
         return f"{self.prefix}epoch"
+
+    @property
+    def figures_key(self) -> str:
+        """Every figure a task ever stood at (the gauges show a figure's zero too)."""
+        return f"{self.prefix}figures"
+
+    def figure_key(self, figure: str) -> str:
+        return f"{self.prefix}figure:{figure}"
 
     # ------------------------------------------------------------------ tasks
 
@@ -235,6 +248,71 @@ class RoutingStore:
             pipe.zrem(self.timers.key, *gone)
         if after:
             pipe.zadd(self.timers.key, after)
+        self._refigure(pipe, old, new)
+
+    def _refigure(self, pipe: Redis, old: TaskState | None, new: TaskState) -> None:
+        """Move the task to its new figure's set (in the transaction that changes it)."""
+        before = figure_of(old).key if old is not None else None
+        after = figure_of(new).key
+        if before == after:
+            return
+        task = str(new.task_id)
+        if before is not None:
+            pipe.srem(self.figure_key(before), task)
+        pipe.sadd(self.figure_key(after), task)
+        pipe.sadd(self.figures_key, after)
+
+    async def figure_counts(self) -> dict[str, int]:
+        """How many tasks stand at each figure, by its key: a set size per figure."""
+        members: set[Any] = await self.redis.smembers(self.figures_key)
+        figures = sorted(_text(m) for m in members)
+        if not figures:
+            return {}
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for figure in figures:
+                pipe.scard(self.figure_key(figure))
+            sizes = await pipe.execute()
+        return {figure: int(size) for figure, size in zip(figures, sizes, strict=True)}
+
+    async def backfill_figures(self) -> bool:
+        """Put tasks stored before figures were kept into their figure's sets: once per Redis
+        dataset (a marker says so), by one process at a time (a lease). True once done."""
+        done, lease = f"{self.prefix}figures-complete", f"{self.prefix}figures-complete:lease"
+        if await self.redis.exists(done):
+            return True
+        if not await self.redis.set(lease, "1", nx=True, ex=BACKFILL_LEASE_S):
+            return False  # another process is at it
+        cursor: int | None = None
+        while cursor != 0:
+            cursor, keys = await self.redis.scan(cursor or 0, match=self.task_key("*"), count=1000)
+            names = [_text(key) for key in keys]
+            for start in range(0, len(names), 100):
+                await self._backfill_figures_of(names[start : start + 100])
+            # Held while it works: a process that dies mid-way lets another start soon.
+            await self.redis.expire(lease, BACKFILL_LEASE_S)
+        await self.redis.set(done, "1")
+        await self.redis.delete(lease)
+        return True
+
+    async def _backfill_figures_of(self, keys: list[str]) -> None:
+        while keys:
+            async with self.redis.pipeline(transaction=True) as pipe:
+                try:
+                    # Watched: a writer moving one of these tasks meanwhile makes this read
+                    # them again, so no task stays in the set of a figure it has left.
+                    await pipe.watch(*keys)
+                    raws = await pipe.mget(keys)
+                    pipe.multi()  # type: ignore[no-untyped-call]
+                    for key, raw in zip(keys, raws, strict=True):
+                        if raw:
+                            figure = figure_of(TaskState.model_validate_json(raw)).key
+                            task_id = key.removeprefix(self.task_key(""))
+                            pipe.sadd(self.figure_key(figure), task_id)
+                            pipe.sadd(self.figures_key, figure)
+                    await pipe.execute()
+                    return
+                except WatchError:
+                    continue
 
     async def put_rebuilt(self, state: TaskState) -> TaskState:
         """Store a task folded from the topic, with all its indexes and timers, unless a
@@ -248,6 +326,8 @@ class RoutingStore:
                     stored = TaskState.model_validate_json(raw) if raw else None
                     final = stored if stored and stored.version > state.version else state
                     pipe.multi()  # type: ignore[no-untyped-call]
+                    if final is not stored:
+                        self._refigure(pipe, stored, final)
                     pipe.set(key, final.model_dump_json())
                     task, assigned = str(final.task_id), final.assigned_at.timestamp()
                     pipe.zadd(self.agency_key(final.agency_id), {task: assigned})

@@ -28,7 +28,7 @@ from typing import Annotated
 
 from fastapi import Depends, FastAPI, Header, HTTPException, Request
 from fastapi.responses import JSONResponse
-from prometheus_client import Counter
+from prometheus_client import Counter, Histogram
 from pydantic import BaseModel, ConfigDict, Field
 
 from contracts import topics
@@ -62,9 +62,11 @@ from ocsea.runtime.access import (
 )
 from ocsea.runtime.auth import Principal, PrincipalStore, Role, bearer_token, require
 from ocsea.runtime.consumer import Origin
-from ocsea.runtime.crypto import CaseKeys, load_or_create_master_key
+from ocsea.runtime.crypto import CaseKeys
 from ocsea.runtime.kafka import publish_event
+from ocsea.runtime.keystore import ErasureNotice
 from ocsea.runtime.logging import get_logger
+from ocsea.runtime.metrics import LATENCY_BUCKETS
 from ocsea.runtime.service import ServiceContext, create_http_app, error_response
 from ocsea.runtime.settings import Settings
 from services.triage.config import TriageSettings
@@ -109,6 +111,11 @@ class CaseTriageView(BaseModel):
     history: list[TriageHistoryEntry] = Field(
         description="Every result, reclassification and override, oldest first"
     )
+    personal_data_erased: ErasureNotice | None = Field(
+        default=None,
+        description="Set once the case's personal data was erased (sealed notes then open no "
+        "more): when, and why",
+    )
 
 
 URGENT = frozenset({Priority.P1, Priority.P2})
@@ -132,7 +139,7 @@ def build(settings: Settings) -> FastAPI:
     rules = load_rules(triage_settings.rules_file)
     context = ServiceContext.create("triage", settings)
     store = TriageStore(context.redis, lock_timeout_s=triage_settings.lock_timeout_s)
-    keys = CaseKeys(context.redis, load_or_create_master_key(settings.resolved_master_key_file))
+    keys = CaseKeys.for_service(context)
     sealed = SealedReader(keys if triage_settings.read_sealed else None)
     results = Counter(
         "ocsea_triage_results_total",
@@ -146,6 +153,28 @@ def build(settings: Settings) -> FastAPI:
         ["trigger"],
         registry=context.registry,
     )
+    reports = Counter(
+        "ocsea_triage_reports",
+        "Reports triaged, by the report's channel and lane and the classification and "
+        "priority its case has after it",
+        ["channel", "lane", "classification", "priority"],
+        registry=context.registry,
+    )
+    latency = Histogram(
+        "ocsea_triage_latency_seconds",
+        "From a report's receipt by intake to its case's triage result, by lane and priority",
+        ["lane", "priority"],
+        buckets=LATENCY_BUCKETS,
+        registry=context.registry,
+    )
+
+    def count_report(received: ReportReceivedData, lane: Lane, events: Sequence[Envelope]) -> None:
+        for event in events:
+            if event.event_type == EventType.REPORT_TRIAGED:
+                result = event.payload(ReportTriagedData)
+                reports.labels(received.channel, lane, result.classification, result.priority).inc()
+                waited = (utc_now() - received.received_at).total_seconds()
+                latency.labels(lane, result.priority).observe(max(0.0, waited))
 
     def outputs(
         *,
@@ -235,7 +264,9 @@ def build(settings: Settings) -> FastAPI:
                 # Recorded before publishing: a failed publish is retried from the record,
                 # with the same events, so the case never moves on unannounced.
                 await store.record(case_id, cause, events, result)
-        await publish(events, lane_of_topic(origin.topic))
+        lane = lane_of_topic(origin.topic)
+        await publish(events, lane)
+        count_report(received, lane, events)
         await store.mark_published(case_id, cause)
 
     # One consumer group per lane: a bulk backlog never delays a live report.
@@ -311,6 +342,15 @@ def build(settings: Settings) -> FastAPI:
         current = await store.current(case_id)
         if current is None:
             raise not_found()
+        try:
+            erasure = await keys.erasure(case_id)
+        except Exception as exc:
+            log.error("case.keys_unavailable", case_id=str(case_id), error=type(exc).__name__)
+            raise HTTPException(
+                503,
+                {"code": "keys_unavailable", "message": "the case keys could not be read"},
+                headers={"Retry-After": "5"},
+            ) from exc
         history = [
             TriageHistoryEntry(
                 event_id=e.event_id,
@@ -330,7 +370,12 @@ def build(settings: Settings) -> FastAPI:
             task_ids=grounds,
             report_ids=current.case_report_ids,
         )
-        return CaseTriageView(case_id=case_id, current=current, history=history)
+        return CaseTriageView(
+            case_id=case_id,
+            current=current,
+            history=history,
+            personal_data_erased=ErasureNotice.of(erasure),
+        )
 
     @app.post(
         "/v1/triage/cases/{case_id}/override",

@@ -75,6 +75,7 @@ def make_app(serve: Callable[[], None]) -> typer.Typer:
         from redis.asyncio import Redis
 
         from ocsea.runtime.crypto import CaseKeys
+        from ocsea.runtime.keystore import KeyStore
         from ocsea.runtime.settings import Settings
         from services.triage.config import TriageSettings
         from services.triage.replay import replay as run_replay
@@ -92,11 +93,12 @@ def make_app(serve: Callable[[], None]) -> typer.Typer:
 
         async def run() -> str:
             redis = Redis.from_url(settings.redis_url)
+            store = KeyStore.from_settings(settings)
             try:
                 # Read-only: an absent master key is not created, absent case keys are not.
                 key_file = settings.resolved_master_key_file
                 keys = (
-                    CaseKeys(redis, key_file.read_bytes())
+                    CaseKeys(redis, key_file.read_bytes(), store)
                     if read_sealed and key_file.is_file()
                     else None
                 )
@@ -111,6 +113,7 @@ def make_app(serve: Callable[[], None]) -> typer.Typer:
                 )
             finally:
                 await redis.aclose()
+                await store.close()
             return summary.as_json() if json_output else summary.as_text()
 
         try:

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from services.audit.domain import merkle
 from services.audit.domain.entry import NewEntry, canonical_json, finalize
-from services.audit.ledger import TreeState, plan_appends
+from services.audit.ledger import Recorded, TreeState, plan_appends
 
 RECORDED = datetime(2026, 11, 20, 18, 30, tzinfo=UTC)
 
@@ -62,9 +62,10 @@ def test_batches_planned_on_the_last_tree_make_the_rfc_tree(batch_sizes: list[in
 
 def test_recorded_and_repeated_keys_take_no_leaf_and_leave_the_tree_as_it_was() -> None:
     first = plan_appends([new_entry("a"), new_entry("b")], {}, 0, {}, RECORDED)
+    recorded = {row["dedup_key"]: Recorded(row["seq"], row["entry"]) for row in first.entry_rows}
     again = plan_appends(
         [new_entry("a"), new_entry("c"), new_entry("c")],
-        {"a": 0, "b": 1},
+        recorded,
         first.tree.size,
         first.tree.peaks,
         RECORDED,
@@ -72,7 +73,7 @@ def test_recorded_and_repeated_keys_take_no_leaf_and_leave_the_tree_as_it_was() 
     assert [(r.leaf_index, r.created) for r in again.results] == [(0, False), (2, True), (2, False)]
     assert [row["dedup_key"] for row in again.entry_rows] == ["c"]
     assert again.tree.size == 3
-    nothing = plan_appends([new_entry("a")], {"a": 0}, 3, again.tree.peaks, RECORDED)
+    nothing = plan_appends([new_entry("a")], recorded, 3, again.tree.peaks, RECORDED)
     assert nothing.entry_rows == []
     assert nothing.node_rows == []
     assert nothing.tree == again.tree

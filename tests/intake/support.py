@@ -184,15 +184,19 @@ async def open_personal(intake: Intake, event: dict[str, Any]) -> dict[str, Any]
 
     from contracts.events import EncryptedBlob
     from ocsea.runtime.crypto import CaseKeys, load_or_create_master_key
+    from ocsea.runtime.keystore import KeyStore
+    from ocsea.runtime.settings import Settings
 
     redis = Redis.from_url(intake.env["OCSEA_REDIS_URL"])
+    store = KeyStore.from_settings(Settings(var_dir=intake.var_dir))
     try:
-        keys = CaseKeys(redis, load_or_create_master_key(intake.var_dir / "master.key"))
+        keys = CaseKeys(redis, load_or_create_master_key(intake.var_dir / "master.key"), store)
         blob = EncryptedBlob.model_validate(event["data"]["personal"])
         opened: dict[str, Any] = json.loads(await keys.open(uuid.UUID(event["case_id"]), blob))
         return opened
     finally:
         await redis.aclose()
+        await store.close()
 
 
 @contextlib.contextmanager

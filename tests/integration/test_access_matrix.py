@@ -108,6 +108,8 @@ MATRIX: dict[str, dict[tuple[str, str], Allowed]] = {
         ("POST", "/v1/tasks/{task_id}/reassign"): {"supervisor": HELD["supervisor"]},
         ("GET", "/v1/cases/{case_id}"): allow("officer", "supervisor"),
         ("GET", "/v1/cases/{case_id}/grounds"): allow("officer", "supervisor"),
+        # Erasing a case's personal data: operators alone (on a case of its own, see `fill`).
+        ("POST", "/v1/cases/{case_id}/erasure"): allow("operator"),
     },
     "audit": {
         **OPERATIONS,
@@ -123,6 +125,10 @@ MATRIX: dict[str, dict[tuple[str, str], Allowed]] = {
                 ("GET", "/v1/audit/proofs/consistency"),
                 ("GET", "/v1/audit/entries"),
                 ("GET", "/v1/audit/search"),
+                ("GET", "/v1/audit/conflicts"),
+                ("GET", "/v1/audit/gaps"),
+                ("GET", "/v1/audit/tlog/checkpoint"),
+                ("GET", "/v1/audit/tlog/verifier-key"),
             )
         },
     },
@@ -192,6 +198,7 @@ class World:
     priority: str
     marker: str
     held_task_id: str
+    erasable_case_id: str
     secrets: set[str] = field(default_factory=set)
 
 
@@ -244,6 +251,13 @@ async def world(system: RunningSystem) -> World:
         (accepted, tasks), (_, held) = await asyncio.gather(
             open_case(client, system, marker), open_case(client, system, f"{marker}Held")
         )
+        # A third case, for the one cell that erases (the operator's): the others stay whole.
+        erasable = await client.post(
+            f"{system.urls['intake']}/v1/reports",
+            json=child_report(f"{marker}Erasable"),
+            headers=system.headers("partner-hotline"),
+        )
+        assert erasable.status_code == 202, erasable.text
     [cpu] = [t for t in tasks if t["agency_id"] == "erbil-cpu"]
     [held_cpu] = [t for t in held if t["agency_id"] == "erbil-cpu"]
     found = World(
@@ -254,8 +268,10 @@ async def world(system: RunningSystem) -> World:
         priority=cpu["priority"],
         marker=marker,
         held_task_id=held_cpu["task_id"],
+        erasable_case_id=erasable.json()["case_id"],
     )
     found.secrets = {found.case_id, found.report_id, *found.task_ids, marker}
+    found.secrets.add(found.erasable_case_id)
     return found
 
 
@@ -321,8 +337,9 @@ MOUNTED = {"/static/{path}": "console.css", "/api-docs-assets/{path}": "favicon.
 
 
 def fill(path: str, world: World, task_id: str) -> str:
+    case_id = world.erasable_case_id if path.endswith("/erasure") else world.case_id
     return (
-        path.replace("{case_id}", world.case_id)
+        path.replace("{case_id}", case_id)
         .replace("{task_id}", task_id)
         .replace("{report_id}", world.report_id)
         .replace("{command}", "acknowledge")
@@ -349,6 +366,8 @@ def api_request(endpoint: Endpoint, role: str, world: World, task_id: str) -> di
             "reason_code": "risk_reassessed",
             "reason": "access matrix: the priority stays",
         }
+    elif path.endswith("/erasure"):
+        request["json"] = {"reason": "entered_in_error", "reference": "MATRIX-1"}
     elif path.endswith("/decline"):
         request["json"] = {"reason": "no_capacity"}
     elif path.endswith("/resolve"):

@@ -10,6 +10,7 @@ import json
 import os
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -18,7 +19,9 @@ from defusedxml.ElementTree import fromstring
 from redis.asyncio import Redis
 
 from contracts import topics
+from contracts.events import ErasureReason
 from ocsea.runtime.crypto import CaseKeyNotFoundError, CaseKeys
+from ocsea.runtime.keystore import KeyStore
 from tests.intake.conftest import FIXTURES
 from tests.intake.support import (
     Intake,
@@ -171,19 +174,21 @@ async def test_seeded_personal_values_never_appear_in_the_clear(
 
 
 async def test_reports_racing_on_a_new_case_seal_under_one_key(
-    stack_env: dict[str, str],
+    stack_env: dict[str, str], tmp_path: Path
 ) -> None:
-    """Intake seals with one Redis round trip (SET NX GET): the first key wins a race, and
-    everything sealed by the racers opens with it; a shredded case opens no more."""
+    """The key store's insert-if-absent lets the first key win a race, and everything sealed
+    by the racers opens with it; an erased case opens no more."""
     redis = Redis.from_url(stack_env["OCSEA_REDIS_URL"])
+    store = KeyStore(f"sqlite+aiosqlite:///{tmp_path / 'case-keys.db'}")
     try:
-        keys = CaseKeys(redis, os.urandom(32))
+        keys = CaseKeys(redis, os.urandom(32), store)
         case_id = uuid.uuid4()
         texts = [f"text {i}".encode() for i in range(20)]
         blobs = await asyncio.gather(*(keys.seal(case_id, t) for t in texts))
         assert [await keys.open(case_id, b) for b in blobs] == texts
-        await keys.shred(case_id)
+        await keys.erase(case_id, ErasureReason.OTHER, "test")
         with pytest.raises(CaseKeyNotFoundError):
             await keys.open(case_id, blobs[0])
     finally:
         await redis.aclose()
+        await store.close()

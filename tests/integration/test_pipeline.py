@@ -115,7 +115,9 @@ async def test_personal_data_is_sealed_on_the_wire(
 ) -> None:
     marker = f"Marker-{uuid.uuid4().hex}"
     body = {**SAMPLE_REPORT, "narrative": marker, "survivors": [{"name": marker, "age": 12}]}
-    response = await post_report(client, system, body)
+    trace_id = uuid.uuid4().hex
+    traceparent = f"00-{trace_id}-{uuid.uuid4().hex[:16]}-01"
+    response = await post_report(client, system, body, traceparent=traceparent)
     assert response.status_code == 202
     report_id = response.json()["report_id"]
 
@@ -129,18 +131,38 @@ async def test_personal_data_is_sealed_on_the_wire(
     assert event["data"]["personal"]["ciphertext"]
     assert event["data"]["survivors"][0]["stated_age"] == 12
 
-    # Once the case is through the pipeline, neither the logs (at DEBUG) nor any span of
-    # any service carries the marker, though both recorded the case.
+    # Once the case is through the pipeline, neither the logs (at DEBUG), nor any span of
+    # any service (HTTP, Kafka, Redis, SQL), nor any metric carries the marker, though all
+    # of them recorded the case.
     case_id = response.json()["case_id"]
+    await trail(client, system, case_id)  # an auditor's read: the ledger's SQL spans
 
-    async def traced() -> bool:
-        spans = (system.var_dir / "spans.jsonl").read_text(encoding="utf-8")
-        return spans.count(case_id) >= 3
+    async def traced() -> dict[str, int] | None:
+        path = system.var_dir / "spans.jsonl"
+        spans = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+        ours = [s for s in spans if s["trace_id"] == trace_id]
+        kinds = {
+            "http": sum(s["kind"] == "SERVER" for s in ours),
+            "redis": sum(s["attributes"].get("db.system.name") == "redis" for s in ours),
+            "kafka": sum(s["attributes"].get("messaging.system") == "kafka" for s in ours),
+            "audit": sum(s["service"] == "ocsea-audit" for s in ours),
+            "sql": sum(
+                "db.query.text" in s["attributes"] and s["service"] == "ocsea-audit" for s in spans
+            ),
+        }
+        return kinds if all(kinds.values()) else None
 
-    await wait_for(traced, what="spans for the case's received, triaged and assigned events")
-    for path in (system.log_file, system.var_dir / "spans.jsonl"):
-        text = path.read_text(encoding="utf-8")
-        assert marker not in text, f"personal data leaked into {path.name}"
+    await wait_for(traced, within=30, what="HTTP, Kafka, Redis and SQL spans of the case")
+    metrics = [(await client.get(f"{url}/metrics")).text for url in system.api_urls.values()]
+    texts = {
+        path.name: path.read_text(encoding="utf-8")
+        for path in (system.log_file, system.var_dir / "spans.jsonl")
+    }
+    texts.update(
+        {f"{name} metrics": text for name, text in zip(system.api_urls, metrics, strict=True)}
+    )
+    for where, text in texts.items():
+        assert marker not in text, f"personal data leaked into {where}"
     assert report_id in system.log_file.read_text(encoding="utf-8")
 
 

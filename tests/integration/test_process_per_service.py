@@ -186,6 +186,10 @@ async def assert_each_report_handled_once(
         if n > 1
     ]
     assert recorded_twice == []
+    # An event produced again with other bytes under its id (a retry that re-made it rather
+    # than re-sent it) would be a conflict in the ledger; nothing may be parked either.
+    suspicious = [e for e in entries if e["action"] in ("conflict", "offset_gap", "dead_lettered")]
+    assert suspicious == []
     recorded = {e["source_event_id"] for e in entries if e["action"] == "task.assigned"}
     assert recorded == assigned_events
     recorded_triage = {e["source_event_id"] for e in entries if e["action"] == "report.triaged"}

@@ -17,6 +17,15 @@ Every record on every project topic becomes exactly one entry, whatever its byte
 
 Building an entry never raises: the ledger must not stall or leave a gap because of a record's
 shape (a property test feeds arbitrary bytes and headers).
+
+The ledger adds two entries of its own, for what it must not let pass silently:
+
+- a ``conflict``: a record that claims an already recorded fact's key (an event's `event_id`)
+  with other bytes. The first one recorded keeps the key; the other is kept as a conflict,
+  with both digests and where each came from, never replacing or hiding the first. The same
+  key with the same digest is a redelivery and adds nothing;
+- an ``offset_gap``: offsets of a partition that the ledger never saw (records deleted before
+  it read them, or its consumer group's offset moved past them).
 """
 
 from __future__ import annotations
@@ -25,6 +34,7 @@ import hashlib
 import json
 import re
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -33,13 +43,16 @@ from typing import Any
 from pydantic import ValidationError
 
 from contracts import topics
-from contracts.events import Envelope
+from contracts.events import Envelope, EventType
 from ocsea.runtime.consumer import Origin, RawRecord
 
 DEAD_LETTERED = "dead_lettered"
 DISPATCHED = "dispatched"
 UNREADABLE_RECORD = "unreadable_record"
+CONFLICT = "conflict"
+OFFSET_GAP = "offset_gap"
 UNKNOWN_ACTOR = "unknown"
+LEDGER_ACTOR = "audit"
 
 _TOKEN = re.compile(r"^[A-Za-z0-9._:-]{1,150}$")
 _TOPIC = re.compile(r"^[A-Za-z0-9._-]{1,200}$")
@@ -167,6 +180,17 @@ def _coordinates_key(origin: Origin) -> str:
     return f"record:{origin.topic}:{origin.partition}:{origin.offset}"
 
 
+def _event_detail(envelope: Envelope) -> dict[str, Any] | None:
+    """What an entry says beyond ids and digest: for an erasure, its reason code and the
+    operator's reference, each checked for shape (never words), so the trail says why."""
+    if envelope.event_type != EventType.CASE_ERASED:
+        return None
+    return {
+        "reason": _token_or_none(envelope.data.get("reason")),
+        "reference": _token_or_none(envelope.data.get("reference")),
+    }
+
+
 def event_entry(envelope: Envelope, origin: Origin) -> NewEntry:
     """An event on an event topic: the handling step it records."""
     data = envelope.data
@@ -182,7 +206,7 @@ def event_entry(envelope: Envelope, origin: Origin) -> NewEntry:
             "actor": envelope.actor.model_dump(mode="json"),
             "producer": envelope.producer,
             "source_event_id": str(envelope.event_id),
-            "detail": None,
+            "detail": _event_detail(envelope),
             **_common(origin),
         },
     )
@@ -299,3 +323,90 @@ def record_entry(record: RawRecord, *, received_at: datetime) -> NewEntry:
     if envelope is None:
         return _unreadable_entry(record, origin, received_at)
     return event_entry(envelope, origin)
+
+
+# -- the ledger's own entries ------------------------------------------------------------------
+
+# The entry fields two claims of one fact are compared on, to show an auditor how they differ
+# (their content differs by digest alone: the ledger never keeps it).
+_COMPARED_FIELDS = (
+    "time",
+    "action",
+    "case_id",
+    "report_id",
+    "task_id",
+    "agency",
+    "actor",
+    "producer",
+    "detail",
+)
+
+
+def is_redelivery(new: NewEntry, recorded: Mapping[str, Any]) -> bool:
+    """Whether `new`, whose key is recorded already, is that very record again (same bytes)."""
+    return bool(new.fields.get("event_sha256") == recorded.get("event_sha256"))
+
+
+def conflict_key(new: NewEntry) -> str:
+    """One conflict per other version of a fact: the same other bytes again add nothing."""
+    return f"conflict:{new.dedup_key}:{new.fields.get('event_sha256')}"
+
+
+def conflict_entry(new: NewEntry, recorded: Mapping[str, Any]) -> NewEntry:
+    """A record claiming the key of the recorded entry `recorded` with other bytes.
+
+    It is kept as what it claims (its own ids, actor, time, coordinates and digest), under the
+    action ``conflict``, and not taken as fact (no `source_event_id`): which version is true
+    is for an auditor to find out. The detail names the contested key, the recorded leaf with
+    its digest and coordinates, and which of the ledger's fields differ between the two.
+    """
+    return NewEntry(
+        dedup_key=conflict_key(new),
+        fields={
+            **new.fields,
+            "action": CONFLICT,
+            "source_event_id": None,
+            "detail": {
+                "contested_key": new.dedup_key,
+                "claimed_action": new.fields.get("action"),
+                "claimed_detail": new.fields.get("detail"),
+                "recorded_leaf_index": recorded.get("seq"),
+                "recorded_sha256": recorded.get("event_sha256"),
+                "recorded_topic": recorded.get("topic"),
+                "recorded_partition": recorded.get("partition"),
+                "recorded_offset": recorded.get("offset"),
+                "differing_fields": sorted(
+                    name for name in _COMPARED_FIELDS if new.fields.get(name) != recorded.get(name)
+                ),
+            },
+        },
+    )
+
+
+def offset_gap_entry(
+    topic: str, partition: int, first_missing: int, next_seen: int, *, noticed_at: datetime
+) -> NewEntry:
+    """Offsets [first_missing, next_seen) of a partition, which the ledger never received."""
+    return NewEntry(
+        dedup_key=f"gap:{topic}:{partition}:{first_missing}:{next_seen}",
+        fields={
+            "time": _iso(noticed_at),
+            "action": OFFSET_GAP,
+            "case_id": None,
+            "report_id": None,
+            "task_id": None,
+            "agency": None,
+            "actor": _system_actor(LEDGER_ACTOR),
+            "producer": None,
+            "source_event_id": None,
+            "detail": {
+                "first_missing_offset": first_missing,
+                "next_offset_seen": next_seen,
+                "missing_records": next_seen - first_missing,
+            },
+            "event_sha256": None,
+            "topic": topic,
+            "partition": partition,
+            "offset": None,
+        },
+    )

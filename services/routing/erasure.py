@@ -1,0 +1,82 @@
+"""Erasing a case's personal data: the operator's use case, over the case keys and a publisher.
+
+The case's data key is destroyed first (`CaseKeys.erase`), then `case.erased` is published on
+the cases topic, where the audit ledger records it. The event is a pure function of the
+erasure the key store keeps (its id derives from the case, its time and actor are the first
+erasure's), so a retry after a failed publish, or a second operator's repeated request,
+publishes the very same record: the ledger records it once.
+
+The reason is a code and the reference a ticket-like token, never free text: the topic and
+the ledger keep what they are given for good, and words could name the very people whose
+data is being erased.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Awaitable, Callable
+
+from contracts.events import (
+    Actor,
+    ActorKind,
+    CaseErasedData,
+    Envelope,
+    ErasureReason,
+    EventType,
+    derived_event_id,
+    make_event,
+)
+from ocsea.runtime.crypto import CaseKeys
+from ocsea.runtime.keystore import Erasure
+from ocsea.runtime.logging import get_logger
+
+log = get_logger("ocsea.routing.erasure")
+
+
+class ErasureIncompleteError(Exception):
+    """The key store or its cache could not be brought to the erased state; retry."""
+
+
+class ErasureNotRecordedError(Exception):
+    """The key is destroyed but `case.erased` is not yet on the topic; retry."""
+
+
+def erased_event(case_id: uuid.UUID, erasure: Erasure) -> Envelope:
+    return make_event(
+        event_type=EventType.CASE_ERASED,
+        event_id=derived_event_id(EventType.CASE_ERASED, str(case_id)),
+        case_id=case_id,
+        producer="routing",
+        actor=Actor(kind=ActorKind.OPERATOR, id=erasure.erased_by),
+        occurred_at=erasure.erased_at,
+        data=CaseErasedData(
+            reason=erasure.reason, reference=erasure.reference, erased_at=erasure.erased_at
+        ),
+    )
+
+
+async def erase_case(
+    keys: CaseKeys,
+    publish: Callable[[Envelope], Awaitable[object]],
+    case_id: uuid.UUID,
+    *,
+    reason: ErasureReason,
+    operator: str,
+    reference: str | None = None,
+) -> tuple[Erasure, Envelope] | None:
+    """Destroy the case's key and record it; None when no key was ever kept for the case."""
+    try:
+        erasure = await keys.erase(case_id, reason, operator, reference)
+    except Exception as exc:
+        log.error("case.erasure_failed", case_id=str(case_id), error=type(exc).__name__)
+        raise ErasureIncompleteError from exc
+    if erasure is None:
+        return None
+    event = erased_event(case_id, erasure)
+    try:
+        await publish(event)
+    except Exception as exc:
+        log.error("case.erasure_not_recorded", case_id=str(case_id), error=type(exc).__name__)
+        raise ErasureNotRecordedError from exc
+    log.info("case.erased", case_id=str(case_id), event_id=str(event.event_id))
+    return erasure, event
