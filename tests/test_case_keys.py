@@ -201,7 +201,7 @@ async def test_a_key_an_earlier_version_kept_in_redis_alone_moves_into_the_store
     # What the previous CaseKeys stored: the wrapped key at ocsea:case-key:<case>, nowhere else.
     other = CaseKeys(redis, MASTER, KeyStore(f"sqlite+aiosqlite:///{tmp_path / 'elsewhere.db'}"))
     sealed = await other.seal(case_id, b"from before")
-    wrapped = await redis.get(f"ocsea:keystore:case:{case_id}")
+    wrapped = await redis.get(other.cache_key(case_id))
     assert wrapped is not None
     await redis.flushdb()
     await redis.set(f"ocsea:case-key:{case_id}", wrapped[1:])

@@ -9,6 +9,7 @@ everywhere it travelled (crypto-shredding) while ids and digests stay verifiable
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import os
 import uuid
@@ -144,6 +145,10 @@ class CaseKeys:
     ) -> None:
         self._redis = redis
         self._kek = AESGCM(master_key)
+        # The cache is named after the master key: processes under another master key (another
+        # deployment sharing the Redis, a test system, a key being rotated) never read each
+        # other's wrapped keys, which they could not unwrap.
+        self._cache_prefix = f"ocsea:keystore:{hashlib.sha256(master_key).hexdigest()[:16]}:case:"
         self.store = store
         self._cache_ttl_s = cache_ttl_s
 
@@ -162,9 +167,8 @@ class CaseKeys:
         context.on_shutdown.append(keys.store.close)
         return keys
 
-    @staticmethod
-    def _cache_key(case_id: uuid.UUID) -> str:
-        return f"ocsea:keystore:case:{case_id}"
+    def cache_key(self, case_id: uuid.UUID) -> str:
+        return f"{self._cache_prefix}{case_id}"
 
     @staticmethod
     def _legacy_key(case_id: uuid.UUID) -> str:
@@ -178,7 +182,7 @@ class CaseKeys:
         return self._kek.decrypt(wrapped[:_NONCE_BYTES], wrapped[_NONCE_BYTES:], case_id.bytes)
 
     async def _stored(self, case_id: uuid.UUID, *, create: bool) -> StoredKey:
-        cached, legacy = await self._redis.mget(self._cache_key(case_id), self._legacy_key(case_id))
+        cached, legacy = await self._redis.mget(self.cache_key(case_id), self._legacy_key(case_id))
         if cached is not None:
             return _from_cache(_as_bytes(cached))
         if legacy is not None:  # kept by an earlier version in Redis alone: adopt it
@@ -193,7 +197,7 @@ class CaseKeys:
                 raise CaseKeyNotFoundError(str(case_id))
             stored = found
         await self._redis.set(
-            self._cache_key(case_id), _cached(stored), nx=True, ex=self._cache_ttl_s
+            self.cache_key(case_id), _cached(stored), nx=True, ex=self._cache_ttl_s
         )
         return stored
 
@@ -251,7 +255,7 @@ class CaseKeys:
         # again (its SET NX finds this entry).
         async with self._redis.pipeline(transaction=True) as pipe:
             pipe.set(
-                self._cache_key(case_id),
+                self.cache_key(case_id),
                 _cached(StoredKey(wrapped=None, erasure=erasure)),
                 ex=self._cache_ttl_s,
             )

@@ -15,6 +15,7 @@ data, rather than 410: the case itself, its tasks and its triage are still there
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import re
 import uuid
@@ -85,10 +86,11 @@ async def case_view(
     return await wait_for(ready, within=WITHIN_S, interval=0.2, what="the officer's case view")
 
 
-def cache_entries(case_id: str) -> tuple[str, str]:
-    # Redis's copies of the case's key: the key store's cache entry, and where an earlier
-    # version kept the key itself.
-    return f"ocsea:keystore:case:{case_id}", f"ocsea:case-key:{case_id}"
+def cache_entries(system: RunningSystem, case_id: str) -> tuple[str, str]:
+    # Redis's copies of the case's key: the key store's cache entry (named after the system's
+    # master key), and where an earlier version kept the key itself.
+    master = hashlib.sha256((system.var_dir / "master.key").read_bytes()).hexdigest()[:16]
+    return f"ocsea:keystore:{master}:case:{case_id}", f"ocsea:case-key:{case_id}"
 
 
 async def test_personal_data_opens_after_redis_lost_the_cases_key(
@@ -102,9 +104,11 @@ async def test_personal_data_opens_after_redis_lost_the_cases_key(
 
     redis = Redis.from_url(system.env["OCSEA_REDIS_URL"])
     try:
-        assert await redis.delete(*cache_entries(case_id)) == 1  # this case's only: shared Redis
+        # This case's entries only: the Redis is shared.
+        assert await redis.delete(*cache_entries(system, case_id)) == 1
         after = await case_view(client, system, case_id)
-        assert await redis.exists(cache_entries(case_id)[0]) == 1  # read back from the store
+        # Read back from the store.
+        assert await redis.exists(cache_entries(system, case_id)[0]) == 1
     finally:
         await redis.aclose()
     assert after["reports"][0]["personal_status"] == "shown"

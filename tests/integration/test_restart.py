@@ -13,7 +13,8 @@ from tests.conftest import start_system
 from tests.integration.test_pipeline import SAMPLE_REPORT, post_report, trail
 from tests.support import wait_for
 
-pytestmark = pytest.mark.integration
+# Two systems start one after the other: on a loaded 2-core machine each can take a minute.
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(360)]
 
 
 async def test_ledger_and_progress_survive_a_restart(
