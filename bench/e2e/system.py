@@ -91,7 +91,7 @@ def private_stack(
     directory: Path | None, say: Say, *, with_postgres: bool = False
 ) -> Iterator[StackSettings]:
     """Kafka and Redis (and PostgreSQL) of the benchmark's own, up; `directory` None: a
-    throwaway one (`ocsea drill` uses that, with PostgreSQL, and stops its parts)."""
+    throwaway one (with PostgreSQL if asked), whose parts are stopped at the end."""
     temporary = directory is None
     base = Path(tempfile.mkdtemp(prefix="ocsea-bench-stack-")) if directory is None else directory
     base.mkdir(parents=True, exist_ok=True)
