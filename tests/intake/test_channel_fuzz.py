@@ -136,6 +136,17 @@ def mutated_reports(draw: st.DrawFn) -> Any:
     return report
 
 
+def mangled(document: bytes, noise_size: int) -> st.SearchStrategy[bytes]:
+    """Any bytes at all, or a real document cut short, or with bytes spliced in."""
+    return st.one_of(
+        st.binary(max_size=noise_size),
+        st.integers(0, len(document)).map(lambda cut: document[:cut]),
+        st.tuples(st.integers(0, len(document)), st.binary(min_size=1, max_size=8)).map(
+            lambda splice: document[: splice[0]] + splice[1] + document[splice[0] :]
+        ),
+    )
+
+
 def _bounded(started: float) -> None:
     took = time.perf_counter() - started
     assert took < SECONDS_PER_DOCUMENT, f"one document took {took:.2f} s"
@@ -178,17 +189,7 @@ def test_any_json_report_is_read_or_refused_with_its_field(refs: Normalisers, re
 def test_any_bytes_on_the_json_channel_are_refused_or_read(
     refs: Normalisers, data: st.DataObject
 ) -> None:
-    document = json.dumps(BASE_REPORT).encode()
-    body = data.draw(
-        st.one_of(
-            st.binary(max_size=200),
-            # a real document cut short, or with bytes spliced in
-            st.integers(0, len(document)).map(lambda cut: document[:cut]),
-            st.tuples(st.integers(0, len(document)), st.binary(min_size=1, max_size=8)).map(
-                lambda splice: document[: splice[0]] + splice[1] + document[splice[0] :]
-            ),
-        )
-    )
+    body = data.draw(mangled(json.dumps(BASE_REPORT).encode(), noise_size=200))
     started = time.perf_counter()
     outcome = read_json_channel(body, refs)
     _bounded(started)
@@ -262,15 +263,7 @@ def test_any_tipline_document_is_read_or_refused_at_its_element(
 def test_any_bytes_on_the_tipline_channel_are_refused_or_read(
     refs: Normalisers, data: st.DataObject
 ) -> None:
-    body = data.draw(
-        st.one_of(
-            st.binary(max_size=300),
-            st.integers(0, len(TIPLINE_DOCUMENT)).map(lambda cut: TIPLINE_DOCUMENT[:cut]),
-            st.tuples(st.integers(0, len(TIPLINE_DOCUMENT)), st.binary(min_size=1, max_size=8)).map(
-                lambda s: TIPLINE_DOCUMENT[: s[0]] + s[1] + TIPLINE_DOCUMENT[s[0] :]
-            ),
-        )
-    )
+    body = data.draw(mangled(TIPLINE_DOCUMENT, noise_size=300))
     started = time.perf_counter()
     outcome = read_tipline(body, refs)
     _bounded(started)
