@@ -14,6 +14,7 @@ import uvloop
 from ocsea.bench_cli import bench as bench_command
 from ocsea.case_cli import app as case_app
 from ocsea.dlq import app as dlq_app
+from ocsea.drill_cli import drill as drill_command
 from ocsea.runtime.logging import configure_logging, get_logger
 from ocsea.runtime.settings import Settings
 from ocsea.runtime.telemetry import tracer_provider
@@ -29,6 +30,7 @@ app.add_typer(contracts_app, name="contracts")
 
 app.add_typer(stack_app, name="stack", help="The local Kafka, Redis and PostgreSQL stack")
 app.command("bench")(bench_command)
+app.command("drill")(drill_command)
 app.command("topics", help="Make a cluster's topics match a topic plan (deploy/kafka/topics.toml)")(
     topic_plan_command
 )

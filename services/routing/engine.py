@@ -71,6 +71,9 @@ CLOSED_WITHOUT_OUTCOME = frozenset({TaskStatus.DECLINED, TaskStatus.REASSIGNED})
 # How long an assignment's trace context is kept for the work it sets off later: longer than
 # the last escalation step of the slowest priority, well past any trace store's retention.
 TRACE_CONTEXT_TTL_S = 30 * 86400
+# Events kept for a retry after a failed publish or projection write (see `_emit`): the
+# oldest go first; an event retried later than that is at worst recorded as a conflict.
+UNSETTLED_KEPT = 10_000
 
 
 def trace_context_key(store: RoutingStore, task_id: uuid.UUID | str) -> str:
@@ -165,10 +168,18 @@ class RoutingEngine:
         self.metrics = metrics
         # The assignments seen by the last rebuild, for deliveries still owed.
         self.rebuilt_assignments: dict[str, Envelope] = {}
+        # Events whose publish or projection write failed: perhaps on the topic already.
+        self._unsettled: dict[uuid.UUID, Envelope] = {}
 
     async def _emit(self, task: TaskState, change: Change, actor: Actor) -> TaskState | None:
         """Publish a change to a task, then apply it to the projection (write-through).
-        The caller holds the task's lock and has just read `task`."""
+        The caller holds the task's lock and has just read `task`.
+
+        A retry after a failure (Redis down after the publish, or a publish that timed out
+        yet may still land) sends the very bytes of the first attempt, when it is the same
+        change by the same actor: its event id is the same, and another time in it would make
+        the topic and the ledger hold two versions of one event (a conflict) rather than one
+        event twice (a redelivery)."""
         event = make_event(
             event_type=change.event_type,
             event_id=change.event_id,
@@ -178,8 +189,17 @@ class RoutingEngine:
             actor=actor,
             data=change.data,
         )
-        await self.publish(self.topics.tasks, event)
-        updated = await self.store.apply_locked(task, event)
+        earlier = self._unsettled.pop(change.event_id, None)
+        if earlier is not None and (earlier.actor, earlier.data) == (event.actor, event.data):
+            event = earlier
+        try:
+            await self.publish(self.topics.tasks, event)
+            updated = await self.store.apply_locked(task, event)
+        except BaseException:
+            self._unsettled[event.event_id] = event
+            while len(self._unsettled) > UNSETTLED_KEPT:
+                del self._unsettled[next(iter(self._unsettled))]
+            raise
         self.metrics.tasks.changed(task, event)
         if self.mark_applied is not None:
             # Spares the projection consumer re-applying what the writer just applied.
