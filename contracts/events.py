@@ -6,6 +6,7 @@ exported JSON Schemas so that an accidental breaking change fails the build.
 
 from __future__ import annotations
 
+import json
 import uuid
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -29,6 +30,11 @@ def derived_event_id(*parts: str) -> uuid.UUID:
 
 def utc_now() -> datetime:
     return datetime.now(UTC)
+
+
+def canonical_json(document: Any) -> bytes:
+    """One byte string per JSON document whatever its key order: what digests are taken of."""
+    return json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
 
 
 class ActorKind(StrEnum):
@@ -238,6 +244,16 @@ class Priority(StrEnum):
     P2 = "P2"
     P3 = "P3"
     P4 = "P4"
+
+    @property
+    def rank(self) -> int:
+        """1 is the most urgent."""
+        return int(self.value[1:])
+
+
+def more_urgent(a: Priority, b: Priority) -> Priority:
+    """The more urgent of two priorities (the first when they are equal)."""
+    return a if a.rank <= b.rank else b
 
 
 class UrgencyFactor(BaseModel):

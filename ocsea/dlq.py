@@ -54,18 +54,18 @@ import asyncio
 import hashlib
 import json
 import re
-import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import typer
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 
 from contracts.topics import DLQ_SUFFIX, dlq_of
+from ocsea.runtime import topic_reader
 from ocsea.runtime.settings import Settings
 
 REDRIVEN_SUFFIX = ".redriven"
@@ -542,61 +542,26 @@ async def read_to_end(
     """Every record of existing topics up to their end as of now, in topic order, read by one
     consumer in no group (it commits nothing and moves no one's offsets)."""
     found: dict[str, list[StoredRecord]] = {topic: [] for topic in topics}
-    if not topics:
-        return found
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
     try:
-        described = await admin.describe_topics(list(topics))
-    finally:
-        await admin.close()
-    tps = [
-        TopicPartition(str(d["topic"]), int(p["partition"]))
-        for d in described
-        if not d.get("error_code")
-        for p in d.get("partitions", [])
-    ]
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap, enable_auto_commit=False, auto_offset_reset="earliest"
-    )
-    await consumer.start()
-    try:
-        starts = await consumer.beginning_offsets(tps)
-        ends = await consumer.end_offsets(tps)
-        # Empty partitions are left out: nothing would ever arrive to say they were read.
-        ends = {tp: end for tp, end in ends.items() if end > starts[tp]}
-        if not ends:
-            return found
-        consumer.assign(list(ends))
-        await consumer.seek_to_beginning(*ends)
-        deadline = time.monotonic() + within_s
-        while ends:
-            if time.monotonic() > deadline:
-                behind = sorted({tp.topic for tp in ends})
-                raise DlqError(f"could not read {', '.join(behind)} within {within_s} s")
-            batch = await consumer.getmany(timeout_ms=500)
-            for tp, items in batch.items():
-                found[tp.topic] += [
-                    StoredRecord(
-                        r.topic,
-                        r.partition,
-                        r.offset,
-                        r.key,
-                        r.value,
-                        tuple(r.headers or ()),
-                        int(r.timestamp or 0),
-                    )
-                    for r in items
-                    if r.offset < ends.get(tp, -1)
-                ]
-            for tp in [tp for tp, end in ends.items() if await consumer.position(tp) >= end]:
-                del ends[tp]
-        return {
-            topic: sorted(records, key=lambda r: (r.partition, r.offset))
-            for topic, records in found.items()
-        }
-    finally:
-        await consumer.stop()
+        async for records in topic_reader.read_to_end(bootstrap, topics, within_s=within_s):
+            found[records[0].topic] += [
+                StoredRecord(
+                    r.topic,
+                    r.partition,
+                    r.offset,
+                    r.key,
+                    r.value,
+                    tuple(r.headers or ()),
+                    int(r.timestamp or 0),
+                )
+                for r in records
+            ]
+    except topic_reader.TopicReadTimeoutError as exc:
+        raise DlqError(str(exc)) from exc
+    return {
+        topic: sorted(records, key=lambda r: (r.partition, r.offset))
+        for topic, records in found.items()
+    }
 
 
 @dataclass

@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 import uuid
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from enum import StrEnum
 
+from contracts.events import canonical_json
 from contracts.reports import Contact, OnlineIdentifier, PartnerReport
 from services.intake.normalise import canonical_email, canonical_handle, canonical_url, e164, fold
 from services.intake.reference import Vocabulary
@@ -45,13 +45,6 @@ REASON_STRENGTH = (
 class MatchKey:
     reason: LinkReason
     digest: str
-
-
-def canonical_json(report: PartnerReport) -> str:
-    """One text per report content, whatever channel or key order it arrived in."""
-    return json.dumps(
-        report.model_dump(mode="json"), sort_keys=True, separators=(",", ":"), ensure_ascii=False
-    )
 
 
 def partner_case_ref(
@@ -89,7 +82,9 @@ class Matcher:
 
     def fingerprint(self, partner_id: str, report: PartnerReport) -> str:
         """The same content from the same partner, on any channel, is the same report."""
-        return self.digest("report", partner_id, canonical_json(report))
+        return self.digest(
+            "report", partner_id, canonical_json(report.model_dump(mode="json")).decode()
+        )
 
     def keys(self, partner_id: str, report: PartnerReport) -> list[MatchKey]:
         """Every identifier of the report as a keyed hash, strongest reason first, unique."""

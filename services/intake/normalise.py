@@ -19,28 +19,9 @@ import unicodedata
 from datetime import UTC, date, datetime, time, tzinfo
 from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit
 
-ARABIC_INDIC_DIGITS = "".join(chr(c) for c in range(0x0660, 0x066A))
-EXTENDED_ARABIC_INDIC_DIGITS = "".join(chr(c) for c in range(0x06F0, 0x06FA))
-_TO_WESTERN = str.maketrans(
-    ARABIC_INDIC_DIGITS + EXTENDED_ARABIC_INDIC_DIGITS + "\u060d\u066b\u066c",
-    "0123456789" * 2 + "/.,",
-)
-# Invisible direction marks that right-to-left keyboards insert around numbers.
-_FORMAT_CHARS = dict.fromkeys(
-    [
-        0x200B,
-        0x200C,
-        0x200D,
-        0x200E,
-        0x200F,
-        0x061C,
-        0xFEFF,
-        *range(0x202A, 0x202F),
-        *range(0x2066, 0x206A),
-    ],
-    None,
-)
-_TATWEEL = "\u0640"
+from ocsea.text import clean, fold, nfc, western_digits
+
+__all__ = ["clean", "fold", "nfc", "western_digits"]
 
 # Words that may surround a number of years: "age 15", "١٥ سنة", "۱۵ ساڵ", "15 years old".
 YEAR_WORDS = frozenset(
@@ -58,21 +39,6 @@ _REPEATED_SLASHES = re.compile(r"/{2,}")
 _WORD_SEPARATORS = re.compile(r"[\s\-_,./()']+")
 
 MIN_YEARS, MAX_YEARS = 0, 130
-
-
-def nfc(text: str) -> str:
-    """Unicode NFC: one code point sequence for what looks like one text."""
-    return text if text.isascii() else unicodedata.normalize("NFC", text)
-
-
-def clean(text: str) -> str:
-    """NFC without invisible direction marks or tatweel, trimmed: for structured values."""
-    return nfc(text).translate(_FORMAT_CHARS).replace(_TATWEEL, "").strip()
-
-
-def western_digits(text: str) -> str:
-    """Arabic-Indic (U+0660–0669) and Extended Arabic-Indic (U+06F0–06F9) digits to 0–9."""
-    return text.translate(_TO_WESTERN)
 
 
 def parse_years(value: int | str) -> int:
@@ -252,15 +218,6 @@ def canonical_url(url: str) -> str:
     return netloc + path + (f"?{query}" if query else "")
 
 
-def fold(text: str) -> str:
-    """A spelling-insensitive key for names: case, accents, Arabic/Kurdish letter variants,
-    digits, spaces and punctuation folded away (Hewlêr = hewler, گەرمیان = كرميان)."""
-    decomposed = unicodedata.normalize("NFKD", western_digits(clean(text)))
-    stripped = "".join(c for c in decomposed if not unicodedata.combining(c))
-    letters = stripped.casefold().translate(_LETTER_VARIANTS)
-    return "".join(c for c in letters if c.isalnum())
-
-
 def fold_words(text: str, ignore: frozenset[str] = frozenset()) -> str:
     """`fold`, word by word, leaving out generic words such as "governorate" or "محافظة"."""
     words = _WORD_SEPARATORS.split(text)
@@ -271,18 +228,3 @@ def fold_words(text: str, ignore: frozenset[str] = frozenset()) -> str:
 def _drop_article(folded: str) -> str:
     # The Arabic article is written joined to its noun: السليمانية = سليمانية.
     return folded[2:] if folded.startswith("ال") and len(folded) > 4 else folded
-
-
-# Kurdish and Persian letters, and Arabic spelling variants, to one Arabic letter each:
-# partners writing Kurdish place names in Arabic use the nearest Arabic letters.
-_LETTER_VARIANTS = str.maketrans(
-    {
-        "أ": "ا", "إ": "ا", "آ": "ا", "ٱ": "ا",
-        "ى": "ي", "ی": "ي", "ې": "ي", "ێ": "ي", "ئ": "",  "ء": "",
-        "ک": "ك", "گ": "ك", "ڪ": "ك",
-        "ة": "ه", "ە": "ه", "ھ": "ه", "ۀ": "ه",
-        "ۆ": "و", "ۇ": "و", "ؤ": "و", "ۊ": "و",
-        "ڵ": "ل", "ڕ": "ر", "ڤ": "ف", "پ": "ب", "چ": "ج", "ژ": "ز",
-        "ı": "i",
-    }
-)  # fmt: skip

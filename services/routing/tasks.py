@@ -500,10 +500,6 @@ def escalation_chain_for(
     )
 
 
-def more_urgent(a: Priority, b: Priority) -> bool:
-    return a.value < b.value  # P1 < P2 < P3 < P4
-
-
 def deadlines_change(
     task: TaskState,
     new_priority: Priority,
@@ -520,7 +516,7 @@ def deadlines_change(
         return None
     times = directory.response_times[new_priority]
     fraction = directory.sla.warning_fraction
-    raised = more_urgent(new_priority, task.priority)
+    raised = new_priority.rank < task.priority.rank
     moved: dict[SlaDeadline, tuple[datetime, datetime | None]] = {}
     for kind, seconds in (
         (SlaDeadline.ACKNOWLEDGE, times.acknowledge_s),

@@ -20,7 +20,6 @@ an explainable, reproducible urgency, for one case's combined reports.
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
@@ -43,6 +42,8 @@ from contracts.events import (
     TriageOverrideInfo,
     UrgencyFactor,
     ViolenceLabel,
+    canonical_json,
+    more_urgent,
 )
 from contracts.reports import Language, RiskFlag, ViolenceType
 from services.triage.rules import Factor, Rules, SourceValueRule, load_rules
@@ -117,10 +118,6 @@ def canonical_order(reports: Iterable[CaseReport]) -> list[CaseReport]:
     )
 
 
-def _canonical_json(document: Any) -> bytes:
-    return json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
-
-
 def inputs_digest(reports: Sequence[CaseReport], override: TriageOverrideInfo | None) -> str:
     """A digest of exactly what the rules saw: the received events (sealed part as ciphertext),
     whether the sealed part could be read, and the override in force."""
@@ -141,7 +138,7 @@ def inputs_digest(reports: Sequence[CaseReport], override: TriageOverrideInfo | 
             else None
         ),
     }
-    return "sha256:" + hashlib.sha256(_canonical_json(document)).hexdigest()
+    return "sha256:" + hashlib.sha256(canonical_json(document)).hexdigest()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -507,7 +504,7 @@ _MAX_SCANS = 10_000
 
 
 def _scan_texts(texts: Sequence[str], rules: Rules) -> _Scan:
-    key = (rules.digest, hashlib.sha256(_canonical_json(list(texts))).hexdigest())
+    key = (rules.digest, hashlib.sha256(canonical_json(list(texts))).hexdigest())
     cached = _SCANS.get(key)
     if cached is not None:
         return cached
@@ -548,15 +545,6 @@ def _survivor_findings(reports: Sequence[CaseReport], rules: Rules) -> list[Surv
 # Priority
 
 
-def priority_rank(priority: Priority) -> int:
-    """1 is the most urgent."""
-    return int(priority.value[1:])
-
-
-def more_urgent(a: Priority, b: Priority) -> Priority:
-    return a if priority_rank(a) <= priority_rank(b) else b
-
-
 def priority_for(
     score: int, *, identified_survivor: bool, escalated: bool, rules: Rules
 ) -> tuple[Priority, Priority | None, str]:
@@ -583,7 +571,7 @@ def priority_for(
         floors.append((rules_priority.source_escalation_floor, "the source's escalation"))
     for level, why in floors:
         floor = level if floor is None else more_urgent(floor, level)
-        if priority_rank(level) < priority_rank(priority):
+        if level.rank < priority.rank:
             priority = level
             basis += f"; raised to {level.value} by {why}"
     return priority, floor, basis
@@ -812,10 +800,8 @@ def apply_override(result: ReportTriagedData, override: TriageOverrideInfo) -> R
             classification = override.classification
     priority = result.priority
     if override.priority is not None:
-        rules_now = priority_rank(result.priority)
-        if rules_now < priority_rank(override.computed_priority) and rules_now < priority_rank(
-            override.priority
-        ):
+        rules_now = result.priority.rank
+        if rules_now < override.computed_priority.rank and rules_now < override.priority.rank:
             superseded.append("priority")
         else:
             priority = override.priority

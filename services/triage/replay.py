@@ -12,18 +12,16 @@ replayed: the comparison is of rules against rules.
 from __future__ import annotations
 
 import json
-import time
 import uuid
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
 from pydantic import ValidationError
 
 from contracts.events import Envelope, EventType, ReportReceivedData, ReportTriagedData
+from ocsea.runtime.topic_reader import partitions_of, read_to_end
 from services.triage.domain import CaseReport, triage_case
 from services.triage.rules import Rules
 from services.triage.sealed import SealedReader
@@ -42,44 +40,17 @@ class Recording:
     skipped: int
 
 
-async def topic_partitions(bootstrap: str, topic: str) -> set[int]:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        [description] = await admin.describe_topics([topic])
-    finally:
-        await admin.close()
-    if description.get("error_code"):
-        return set()
-    return {int(p["partition"]) for p in description.get("partitions", [])}
-
-
 async def read_received(
     bootstrap: str, topic: str, *, until_ms: int | None, within_s: float = 120.0
 ) -> Recording:
     """Every `report.received` on the topic up to its end as of now (and before `until_ms`)."""
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap, enable_auto_commit=False, auto_offset_reset="earliest"
-    )
-    await consumer.start()
-    try:
-        partitions = await topic_partitions(bootstrap, topic)
-        if not partitions:
-            raise LookupError(f"topic {topic} does not exist")
-        tps = [TopicPartition(topic, p) for p in sorted(partitions)]
-        consumer.assign(tps)
-        await consumer.seek_to_beginning(*tps)
-        ends = await consumer.end_offsets(tps)
-        records = []
-        deadline = time.monotonic() + within_s
-        while any([await consumer.position(tp) < end for tp, end in ends.items()]):
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"could not read {topic} to its end within {within_s} s")
-            batch = await consumer.getmany(timeout_ms=500)
-            for tp, items in batch.items():
-                records += [r for r in items if r.offset < ends[tp]]
-    finally:
-        await consumer.stop()
+    if not await partitions_of(bootstrap, [topic]):
+        raise LookupError(f"topic {topic} does not exist")
+    records = [
+        record
+        async for batch in read_to_end(bootstrap, [topic], within_s=within_s)
+        for record in batch
+    ]
     reports, skipped = [], 0
     # Kafka keeps one case's reports in order within its partition; across partitions the
     # broker's timestamps order them.
@@ -87,7 +58,7 @@ async def read_received(
         if until_ms is not None and record.timestamp >= until_ms:
             continue
         try:
-            envelope = Envelope.model_validate_json(record.value)
+            envelope = Envelope.model_validate_json(record.value or b"")
             if envelope.event_type != EventType.REPORT_RECEIVED:
                 skipped += 1
                 continue

@@ -14,7 +14,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from contracts.reports import Language
-from services.intake.normalise import clean, fold
+from ocsea.text import clean, fold
 
 # Letters, digits and the combining marks that belong inside Arabic-script words.
 _WORD = re.compile(r"[\w\u0300-\u036f\u064b-\u065f\u0670\u06d6-\u06ed]+")

@@ -11,17 +11,14 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from contracts.reports import Governorate
+from ocsea.text import ARABIC_INDIC_DIGITS, EXTENDED_ARABIC_INDIC_DIGITS, nfc, western_digits
 from services.intake.normalise import (
-    ARABIC_INDIC_DIGITS,
-    EXTENDED_ARABIC_INDIC_DIGITS,
     canonical_handle,
     canonical_url,
     e164,
-    nfc,
     parse_date,
     parse_datetime,
     parse_years,
-    western_digits,
 )
 from services.intake.reference import Gazetteer
 

@@ -31,7 +31,6 @@ from contracts.reports import AgeRange, Channel, RiskFlag, ViolenceType
 from services.triage.domain import (
     CaseReport,
     SealedContent,
-    priority_rank,
     shipped_rules,
     triage_case,
 )
@@ -186,7 +185,7 @@ def test_adding_a_risk_factor_never_lowers_the_score_or_priority(data: st.DataOb
     more = data.draw(added_risk(case))
     before, after = triage_case(case, RULES), triage_case(more, RULES)
     assert after.score >= before.score, (before.factors, after.factors)
-    assert priority_rank(after.priority) <= priority_rank(before.priority)
+    assert after.priority.rank <= before.priority.rank
 
 
 def _without_age(facts: SurvivorFacts) -> SurvivorFacts:

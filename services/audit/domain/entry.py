@@ -31,7 +31,6 @@ The ledger adds two entries of its own, for what it must not let pass silently:
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 import uuid
 from collections.abc import Mapping
@@ -43,7 +42,9 @@ from typing import Any
 from pydantic import ValidationError
 
 from contracts import topics
-from contracts.events import Envelope, EventType
+from contracts.events import Envelope, EventType, canonical_json
+
+__all__ = ["canonical_json"]
 from ocsea.runtime.consumer import Origin, RawRecord
 
 DEAD_LETTERED = "dead_lettered"
@@ -115,10 +116,6 @@ class NewEntry:
     @property
     def occurred_at(self) -> datetime:
         return datetime.fromisoformat(str(self.fields["time"]))
-
-
-def canonical_json(value: dict[str, Any]) -> bytes:
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
 
 
 def finalize(entry: NewEntry, *, seq: int, recorded_at: datetime) -> dict[str, Any]:
