@@ -21,8 +21,8 @@ from ocsea.runtime.telemetry import tracer_provider
 from ocsea.stack import app as stack_app
 from ocsea.stack import use_local_redis
 from ocsea.topic_plan import main as topic_plan_command
-from services.audit.cli import make_app as make_audit_app
-from services.triage.cli import make_app as make_triage_app
+from services.audit.entrypoints.cli import make_app as make_audit_app
+from services.triage.entrypoints.cli import make_app as make_triage_app
 
 app = typer.Typer(help="OCSEA response mechanism", no_args_is_help=True, add_completion=False)
 contracts_app = typer.Typer(help="Event and API contracts", no_args_is_help=True)

@@ -88,19 +88,21 @@ class ServiceSpec:
 SERVICES: dict[str, ServiceSpec] = {
     spec.name: spec
     for spec in (
-        ServiceSpec("intake", "services.intake.app", lambda s: s.intake_port),
-        ServiceSpec("triage", "services.triage.app", lambda s: s.triage_port, bulk_lane=True),
-        ServiceSpec("routing", "services.routing.app", lambda s: s.routing_port, bulk_lane=True),
+        ServiceSpec("intake", "services.intake.bootstrap", lambda s: s.intake_port),
+        ServiceSpec("triage", "services.triage.bootstrap", lambda s: s.triage_port, bulk_lane=True),
+        ServiceSpec(
+            "routing", "services.routing.bootstrap", lambda s: s.routing_port, bulk_lane=True
+        ),
         ServiceSpec(
             "audit",
-            "services.audit.app",
+            "services.audit.bootstrap",
             lambda s: s.audit_port,
             replicable=False,
             why_single="the ledger has a single writer, which appends to one tree in order",
         ),
         ServiceSpec(
             "console",
-            "services.console.app",
+            "services.console.bootstrap",
             lambda s: s.console_port,
             replicable=False,
             why_single="it serves people, not load",

@@ -32,7 +32,7 @@ from datetime import UTC, datetime
 from typing import TypeVar
 
 from aiokafka import ConsumerRecord
-from aiokafka.errors import IllegalStateError, KafkaError
+from aiokafka.errors import IllegalStateError
 from faststream import AckPolicy
 from faststream.kafka import KafkaBroker, KafkaMessage
 from opentelemetry import propagate, trace
@@ -41,13 +41,10 @@ from opentelemetry.trace import SpanKind, StatusCode
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from pydantic import ValidationError
 from redis.asyncio import Redis
-from redis.exceptions import BusyLoadingError as RedisBusyLoadingError
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import ReadOnlyError as RedisReadOnlyError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from contracts.events import Envelope
 from contracts.topics import Lane, dlq_of
+from ocsea.runtime.errors import is_infrastructure_error
 from ocsea.runtime.logging import get_logger
 from ocsea.runtime.metrics import LATENCY_BUCKETS
 from ocsea.runtime.settings import Settings
@@ -204,28 +201,6 @@ class RetryPolicy:
         """Exponential, capped, with jitter (so many waiting consumers do not retry in step)."""
         ceiling = min(self.max_backoff_s, self.initial_backoff_s * 2 ** min(attempt - 1, 30))
         return float(ceiling * random.uniform(0.5, 1.0))
-
-
-def is_infrastructure_error(exc: BaseException) -> bool:
-    """A failure of something the handler depends on, which waiting cures (as opposed to a
-    problem with the record or a bug)."""
-    return isinstance(exc, INFRASTRUCTURE_ERRORS) or type(exc).__name__ in _INFRASTRUCTURE_NAMES
-
-
-INFRASTRUCTURE_ERRORS: tuple[type[BaseException], ...] = (
-    RedisConnectionError,
-    RedisTimeoutError,
-    RedisBusyLoadingError,
-    RedisReadOnlyError,
-    KafkaError,
-    ConnectionError,
-    TimeoutError,
-    OSError,
-)
-# Database drivers' outage errors, by name: the runtime does not import every driver.
-_INFRASTRUCTURE_NAMES = frozenset(
-    {"OperationalError", "InterfaceError", "ConnectionDoesNotExistError", "CannotConnectNowError"}
-)
 
 
 class LaneGate:

@@ -6,15 +6,13 @@ handlers, and run the same whether alone or together under `ocsea run`.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import fastapi_offline
-from fastapi import FastAPI, HTTPException, Request
-from fastapi.exceptions import RequestValidationError
+from fastapi import FastAPI
 from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse
 from fastapi.staticfiles import StaticFiles
@@ -33,6 +31,7 @@ from ocsea.runtime.consumer import (
     ReliableConsumer,
     RetryPolicy,
 )
+from ocsea.runtime.errors import install_error_handlers
 from ocsea.runtime.kafka import (
     ensure_topics,
     make_broker,
@@ -183,64 +182,6 @@ class ServiceContext:
         await self.redis.aclose()
 
 
-def error_response(
-    status: int,
-    code: str,
-    message: str,
-    field: str | None = None,
-    errors: list[dict[str, str]] | None = None,
-    headers: Mapping[str, str] | None = None,
-) -> JSONResponse:
-    body: dict[str, Any] = {
-        "code": code,
-        "message": message,
-        "field": field,
-        "errors": errors or [],
-    }
-    return JSONResponse(body, status_code=status, headers=dict(headers) if headers else None)
-
-
-def _field_path(loc: tuple[Any, ...] | list[Any]) -> str:
-    parts = [str(p) for p in loc]
-    if parts and parts[0] in {"body", "query", "path", "header"}:
-        parts = parts[1:]
-    return ".".join(parts) or "body"
-
-
-async def _validation_error(_request: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, RequestValidationError)
-    errors = [
-        {
-            "field": _field_path(e.get("loc", ())),
-            "type": str(e.get("type")),
-            "message": str(e.get("msg")),
-        }
-        for e in exc.errors()
-    ]
-    first = errors[0] if errors else {"field": "body", "type": "invalid", "message": "invalid"}
-    if first["type"] == "json_invalid":
-        return error_response(
-            400, "invalid_json", f"the body is not valid JSON: {first['message']}", "body", errors
-        )
-    return error_response(
-        422, "invalid_request", f"{first['field']}: {first['message']}", first["field"], errors
-    )
-
-
-async def _http_error(_request: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, HTTPException)
-    detail = exc.detail
-    if isinstance(detail, dict):
-        return error_response(
-            exc.status_code,
-            str(detail.get("code", "error")),
-            str(detail.get("message", "")),
-            detail.get("field"),
-            headers=exc.headers,
-        )
-    return error_response(exc.status_code, "http_error", str(detail), headers=exc.headers)
-
-
 API_DOCS_ASSETS = Path(fastapi_offline.__file__).parent / "static"
 """Swagger UI and ReDoc, shipped in a wheel (fastapi-offline's copies) and served by each
 service itself: a deployment without internet access still has its API docs, and no page
@@ -286,8 +227,7 @@ def create_http_app(
     serve_api_docs(app)
     app.state.context = context
     app.state.principals = principals
-    app.add_exception_handler(RequestValidationError, _validation_error)
-    app.add_exception_handler(HTTPException, _http_error)
+    install_error_handlers(app)
     # Requests, the process, consumer lag and readiness on /metrics (ocsea.runtime.metrics).
     instrument_service(app, context)
 

@@ -28,10 +28,11 @@ from contracts.reports import ErrorBody
 from ocsea.runtime.access import LEDGER_SUBJECT, AccessLog
 from ocsea.runtime.auth import AuditorPrincipal, Principal, PrincipalStore
 from ocsea.runtime.consumer import RawRecord
+from ocsea.runtime.errors import error_response
 from ocsea.runtime.kafka import project_topics
 from ocsea.runtime.logging import get_logger
 from ocsea.runtime.metrics import refresh_periodically
-from ocsea.runtime.service import ServiceContext, create_http_app, error_response
+from ocsea.runtime.service import ServiceContext, create_http_app
 from ocsea.runtime.settings import Settings
 from services.audit.domain import merkle
 from services.audit.domain.checkpoint import Checkpoint, PublicKey

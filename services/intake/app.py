@@ -57,9 +57,10 @@ from ocsea.runtime import safe_json
 from ocsea.runtime.auth import PartnerPrincipal, Principal, PrincipalStore
 from ocsea.runtime.consumer import Origin
 from ocsea.runtime.crypto import CaseKeys, load_or_create_master_key
+from ocsea.runtime.errors import error_response
 from ocsea.runtime.logging import get_logger
 from ocsea.runtime.redis_batching import CoalescingRedis
-from ocsea.runtime.service import ServiceContext, create_http_app, error_response
+from ocsea.runtime.service import ServiceContext, create_http_app
 from ocsea.runtime.settings import Settings
 from services.intake.acceptance import Acceptance, Acceptor, Delivery, Outcome, Prepared
 from services.intake.batch import (

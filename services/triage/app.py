@@ -63,11 +63,12 @@ from ocsea.runtime.access import (
 from ocsea.runtime.auth import Principal, PrincipalStore, Role, bearer_token, require
 from ocsea.runtime.consumer import Origin
 from ocsea.runtime.crypto import CaseKeys
+from ocsea.runtime.errors import error_response
 from ocsea.runtime.kafka import publish_event
 from ocsea.runtime.keystore import ErasureNotice
 from ocsea.runtime.logging import get_logger
 from ocsea.runtime.metrics import LATENCY_BUCKETS
-from ocsea.runtime.service import ServiceContext, create_http_app, error_response
+from ocsea.runtime.service import ServiceContext, create_http_app
 from ocsea.runtime.settings import Settings
 from services.triage.config import TriageSettings
 from services.triage.domain import reclassification, triage_case

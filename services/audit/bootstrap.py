@@ -1,0 +1,5 @@
+"""Composes the audit service: builds its adapters, wires its handlers, returns its app."""
+
+from services.audit.app import build
+
+__all__ = ["build"]
