@@ -66,7 +66,7 @@ from ocsea.stack import StackError, StackSettings
 from services.audit.client import ServiceSource
 from services.audit.domain.checkpoint import Checkpoint
 from services.audit.verify import Verdict, verify_ledger
-from services.routing.directory import SAMPLE_DIRECTORY, load_directory
+from contracts.directory import SAMPLE_DIRECTORY, load_directory
 
 FIRST_ACTION_S = 3600  # beyond every drill: only the acknowledge deadline's timers fire
 PARTITIONS = 3

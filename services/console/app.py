@@ -25,7 +25,9 @@ from fastapi.staticfiles import StaticFiles
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 from redis.asyncio import Redis
 
+from contracts.directory import Directory, load_directory
 from contracts.events import Classification, OverrideReason, Priority, TaskStatus, utc_now
+from contracts.tasks import Command, InboxSort
 from ocsea.runtime.auth import Principal, PrincipalStore, Role
 from ocsea.runtime.logging import get_logger
 from ocsea.runtime.settings import Settings
@@ -42,9 +44,6 @@ from services.console.views import (
     offered_commands,
     open_deadline,
 )
-from services.routing.directory import Directory, load_directory
-from services.routing.inbox import InboxSort
-from services.routing.tasks import Command
 
 log = get_logger("ocsea.console")
 

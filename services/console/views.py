@@ -9,10 +9,9 @@ from datetime import datetime
 from typing import Any
 
 from contracts.events import TaskStatus
+from contracts.tasks import ALLOWED, OFFICER_COMMANDS, SUPERVISOR_COMMANDS, Command
 from ocsea.runtime.auth import Role
 from services.console.i18n import Catalog
-from services.routing.access import OFFICER_COMMANDS, SUPERVISOR_COMMANDS
-from services.routing.tasks import ALLOWED, Command
 
 # Commands the console offers on a task page (reassignment stays in the API for now).
 OFFERED = (

@@ -13,15 +13,11 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from contracts.directory import Directory
+from contracts.tasks import OFFICER_COMMANDS, SUPERVISOR_COMMANDS, Command
 from ocsea.runtime import access
 from ocsea.runtime.auth import Principal, Role
-from services.routing.directory import Directory
-from services.routing.tasks import Command, TaskState
-
-OFFICER_COMMANDS = frozenset(
-    {Command.ACKNOWLEDGE, Command.ACCEPT, Command.DECLINE, Command.RESOLVE, Command.ESCALATE}
-)
-SUPERVISOR_COMMANDS = OFFICER_COMMANDS | {Command.REASSIGN}
+from services.routing.tasks import TaskState
 
 
 def is_coordinator(principal: Principal, directory: Directory) -> bool:

@@ -22,6 +22,7 @@ from cryptography.exceptions import InvalidTag
 from fastapi import Body, Depends, FastAPI, HTTPException, Query, Request, Response
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
+from contracts.directory import Directory, load_directory
 from contracts.events import (
     ERASURE_REFERENCE_PATTERN,
     Actor,
@@ -42,6 +43,7 @@ from contracts.events import (
     utc_now,
 )
 from contracts.reports import ErrorBody, Language, RiskFlag, ViolenceType
+from contracts.tasks import Command, InboxSort
 from contracts.topics import Lane
 from ocsea.runtime.access import AccessLog, Basis, CaseGrounds
 from ocsea.runtime.auth import Principal, PrincipalStore, Role, require
@@ -55,7 +57,6 @@ from ocsea.runtime.service import ServiceContext, create_http_app
 from ocsea.runtime.settings import Settings
 from services.routing.access import can_command, can_see, case_grounds, is_coordinator
 from services.routing.delivery import Dispatcher
-from services.routing.directory import Directory, load_directory
 from services.routing.engine import (
     DueLoop,
     Projection,
@@ -70,12 +71,11 @@ from services.routing.inbox import (
     Cursor,
     CursorError,
     InboxFilter,
-    InboxSort,
     inbox_page,
 )
 from services.routing.metrics import TaskGauges
 from services.routing.store import LockTimeoutError, RoutingStore
-from services.routing.tasks import Command, InvalidTransitionError, TaskState, satisfied
+from services.routing.tasks import InvalidTransitionError, TaskState, satisfied
 
 log = get_logger("ocsea.routing")
 

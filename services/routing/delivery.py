@@ -20,6 +20,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
+from contracts.directory import Agency, Directory
 from contracts.events import (
     DeliveryChannel,
     DeliveryOutcome,
@@ -32,7 +33,6 @@ from contracts.events import (
 )
 from ocsea.runtime.logging import get_logger
 from ocsea.runtime.telemetry import continued_span
-from services.routing.directory import Agency, Directory
 from services.routing.engine import SYSTEM, Publish, RoutingTopics, trace_context_key
 from services.routing.store import RoutingStore
 

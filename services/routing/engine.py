@@ -18,6 +18,7 @@ from datetime import datetime
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from contracts import topics as project_topics
+from contracts.directory import Directory
 from contracts.events import (
     Actor,
     ActorKind,
@@ -33,10 +34,10 @@ from contracts.events import (
     make_event,
     utc_now,
 )
+from contracts.tasks import Command
 from contracts.topics import dlq_of
 from ocsea.runtime.logging import get_logger
 from ocsea.runtime.telemetry import current_traceparent, linked_span, tracing, untraced
-from services.routing.directory import Directory
 from services.routing.metrics import TaskMetrics
 from services.routing.policy import (
     CaseFacts,
@@ -51,7 +52,6 @@ from services.routing.store import CaseTriage, DueQueue, RoutingStore
 from services.routing.tasks import (
     TASK_EVENT_TYPES,
     Change,
-    Command,
     TaskState,
     VersionGapError,
     check,

@@ -15,10 +15,10 @@ import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from enum import StrEnum
 from typing import Any
 
 from contracts.events import Priority, TaskStatus
+from contracts.tasks import InboxSort
 from services.routing.tasks import TaskState, satisfied
 
 MAX_LIMIT = 500
@@ -28,18 +28,6 @@ DEFAULT_LIMIT = 100
 
 _NO_DEADLINE = 1e300  # sorts after every real timestamp; JSON keeps it exactly
 _PRIORITY_RANK = {p: n for n, p in enumerate(Priority)}
-
-
-class InboxSort(StrEnum):
-    URGENCY = "urgency"
-    """Open tasks first, then by priority, then by the nearest open deadline."""
-    DEADLINE = "deadline"
-    """Open tasks first, then by the nearest open deadline, whatever the priority."""
-    OVERDUE = "overdue"
-    """Open tasks first, overdue or breached ones first, then the most escalated, then as
-    `urgency`: what a supervisor must look at now."""
-    NEWEST = "newest"
-    """Most recently assigned first."""
 
 
 @dataclass(frozen=True)

@@ -23,9 +23,9 @@ from __future__ import annotations
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 
+from contracts.directory import Agency, Directory, PolicyRules, Unit
 from contracts.events import AgencyType, Classification, Priority, ReportTriagedData
 from contracts.reports import Governorate, Language, ViolenceType
-from services.routing.directory import Agency, Directory, PolicyRules, Unit
 
 LEAD_ROLE = {
     Classification.TF_CSEA: AgencyType.CHILD_PROTECTION,

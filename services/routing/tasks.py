@@ -16,11 +16,11 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from enum import StrEnum
 from typing import Any
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict
 
+from contracts.directory import Agency, Directory
 from contracts.events import (
     AgencyType,
     Classification,
@@ -46,33 +46,11 @@ from contracts.events import (
     TaskStatus,
     derived_event_id,
 )
-from services.routing.directory import Agency, Directory
+from contracts.tasks import ALLOWED, Command
 
 OPEN = frozenset({TaskStatus.ASSIGNED, TaskStatus.ACKNOWLEDGED, TaskStatus.ACCEPTED})
 TERMINAL = frozenset({TaskStatus.RESOLVED, TaskStatus.DECLINED, TaskStatus.REASSIGNED})
 
-
-class Command(StrEnum):
-    ACKNOWLEDGE = "acknowledge"
-    ACCEPT = "accept"
-    DECLINE = "decline"
-    RESOLVE = "resolve"
-    ESCALATE = "escalate"
-    REASSIGN = "reassign"
-
-
-ALLOWED: dict[TaskStatus, frozenset[Command]] = {
-    TaskStatus.ASSIGNED: frozenset(
-        {Command.ACKNOWLEDGE, Command.DECLINE, Command.ESCALATE, Command.REASSIGN}
-    ),
-    TaskStatus.ACKNOWLEDGED: frozenset(
-        {Command.ACCEPT, Command.DECLINE, Command.ESCALATE, Command.REASSIGN}
-    ),
-    TaskStatus.ACCEPTED: frozenset({Command.RESOLVE, Command.ESCALATE, Command.REASSIGN}),
-    TaskStatus.RESOLVED: frozenset(),
-    TaskStatus.DECLINED: frozenset(),
-    TaskStatus.REASSIGNED: frozenset(),
-}
 
 # What to do instead, when a command does not fit the task's status.
 _HINTS: dict[tuple[TaskStatus, Command], str] = {

@@ -13,8 +13,8 @@ from typing import Any
 
 import httpx
 
+from contracts.directory import load_directory
 from ocsea.runtime.auth import DemoAgency, ensure_demo_principals
-from services.routing.directory import load_directory
 
 NOW = datetime.now(UTC)
 CASE_ID = uuid.UUID("0d4c2a6e-1111-4a4a-8b8b-123456789abc")

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from contracts.directory import load_directory
 from contracts.events import (
     ActorKind,
     AgeBasis,
@@ -22,6 +23,7 @@ from contracts.events import (
     TaskStatus,
 )
 from contracts.reports import Channel, Governorate, Language, PartnerReport, ViolenceType
+from contracts.tasks import InboxSort
 from ocsea.runtime.auth import Role
 from services.audit.domain.entry import DEAD_LETTERED, DISPATCHED, UNREADABLE_RECORD
 from services.console.i18n import (
@@ -33,8 +35,6 @@ from services.console.i18n import (
     missing_keys,
 )
 from services.console.views import CODE_FIELD, OFFERED
-from services.routing.directory import load_directory
-from services.routing.inbox import InboxSort
 from services.triage.rules import FACTOR_NAMES
 
 CONSOLE = Path(__file__).resolve().parents[2] / "services" / "console"

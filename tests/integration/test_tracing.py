@@ -90,7 +90,7 @@ async def traced(
     webhook) could take the delivery from the shared due-queue and drop it."""
     _, port = receiver
     base = tmp_path_factory.mktemp("tracing")
-    sample = (REPO / "services/routing/sample_directory.toml").read_text(encoding="utf-8")
+    sample = (REPO / "contracts/sample_directory.toml").read_text(encoding="utf-8")
     anchor = 'supervisors = ["supervisor-sulaymaniyah-cpu"]\n'
     assert sample.count(anchor) == 1
     directory = base / "directory.toml"

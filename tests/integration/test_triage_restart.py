@@ -20,12 +20,12 @@ from typing import Any
 
 import httpx
 import pytest
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer
 
 from contracts import topics
 from contracts.events import IncidentFacts, ReportReceivedData, SurvivorFacts, utc_now
 from contracts.reports import Channel
-from services.triage.replay import topic_partitions
+from ocsea.runtime.topic_reader import partitions_of
 from tests.conftest import REPO, free_port
 from tests.support import read_all, wait_for
 from tests.triage.events import publish, received_event
@@ -39,8 +39,7 @@ async def commit_end_offsets(bootstrap: str, group: str, topic: str) -> None:
     )
     await consumer.start()
     try:
-        partitions = await topic_partitions(bootstrap, topic)
-        tps = [TopicPartition(topic, p) for p in sorted(partitions)]
+        tps = await partitions_of(bootstrap, [topic])
         consumer.assign(tps)
         ends = await consumer.end_offsets(tps)
         await consumer.commit(dict(ends))

@@ -21,6 +21,7 @@ from aiokafka import AIOKafkaProducer
 from fastapi import FastAPI
 from redis.asyncio import Redis
 
+from contracts.directory import load_directory
 from contracts.events import (
     Actor,
     ActorKind,
@@ -38,7 +39,6 @@ from ocsea.runtime.auth import DemoAgency, ensure_demo_principals
 from ocsea.runtime.kafka import event_headers
 from ocsea.runtime.settings import Settings
 from services.routing.app import build
-from services.routing.directory import load_directory
 from services.routing.engine import RoutingTopics
 from services.routing.store import RoutingStore
 
@@ -370,18 +370,18 @@ async def start_groups_at_the_end(bootstrap: str, group_prefix: str) -> None:
     """Commit the current end of every project topic for a new system's consumer groups, as
     for a deployment that has been running all along: it will not replay the shared local
     stack's whole history (other sessions' reports) before reaching the test's own events."""
-    from aiokafka import AIOKafkaConsumer, TopicPartition
+    from aiokafka import AIOKafkaConsumer
     from aiokafka.structs import OffsetAndMetadata
 
     from ocsea.runtime.kafka import project_topics
-    from services.routing.replay import partitions_of
+    from ocsea.runtime.topic_reader import partitions_of
 
     ends: dict[Any, OffsetAndMetadata] = {}
     probe = AIOKafkaConsumer(bootstrap_servers=bootstrap)
     await probe.start()
     try:
         for topic in project_topics():
-            tps = [TopicPartition(topic, p) for p in await partitions_of(bootstrap, topic)]
+            tps = await partitions_of(bootstrap, [topic])
             if tps:
                 for tp, end in (await probe.end_offsets(tps)).items():
                     ends[tp] = OffsetAndMetadata(end, "")

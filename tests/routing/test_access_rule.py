@@ -8,6 +8,7 @@ import uuid
 import pytest
 
 from contracts.events import AgencyType
+from contracts.tasks import Command
 from ocsea.runtime.access import (
     Basis,
     case_grounds,
@@ -17,7 +18,7 @@ from ocsea.runtime.access import (
 )
 from ocsea.runtime.auth import Principal, Role
 from services.routing import access as routing_access
-from services.routing.tasks import Command, TaskState
+from services.routing.tasks import TaskState
 from tests.routing.test_tasks import DIRECTORY, new_task, run
 
 COORDINATOR = DIRECTORY.coordinator

@@ -15,6 +15,7 @@ from typing import cast
 import pytest
 from prometheus_client import CollectorRegistry
 
+from contracts.directory import load_directory
 from contracts.events import (
     Actor,
     ActorKind,
@@ -27,10 +28,10 @@ from contracts.events import (
     make_event,
     utc_now,
 )
-from services.routing.directory import load_directory
+from contracts.tasks import Command
 from services.routing.engine import RoutingEngine, RoutingMetrics, RoutingTopics
 from services.routing.store import RoutingStore
-from services.routing.tasks import Command, TaskState, fold
+from services.routing.tasks import TaskState, fold
 
 OFFICER = Actor(kind=ActorKind.OFFICER, id="officer-erbil-cpu", agency="erbil-cpu")
 ANOTHER_OFFICER = Actor(kind=ActorKind.OFFICER, id="officer-2", agency="erbil-cpu")

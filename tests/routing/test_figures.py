@@ -8,10 +8,10 @@ from datetime import timedelta
 from prometheus_client import CollectorRegistry
 
 from contracts.events import AgencyType, Priority, SlaDeadline, TaskStatus
+from contracts.tasks import Command
 from services.routing.figures import Figure, SlaState, figure_of
 from services.routing.metrics import TaskMetrics, gauges
 from services.routing.tasks import (
-    Command,
     TaskState,
     command_change,
     pending_timers,

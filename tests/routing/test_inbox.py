@@ -12,11 +12,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from contracts.events import AgencyType, Classification, Priority, SlaDeadline, TaskStatus
+from contracts.tasks import InboxSort
 from services.routing.inbox import (
     Cursor,
     CursorError,
     InboxFilter,
-    InboxSort,
     inbox_page,
     is_overdue,
 )

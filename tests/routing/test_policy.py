@@ -10,14 +10,14 @@ from typing import Any
 
 import pytest
 
-from contracts.events import AgencyType, Classification, Priority
-from contracts.reports import Governorate, Language, ViolenceType
-from services.routing.directory import (
+from contracts.directory import (
     SAMPLE_DIRECTORY,
     Directory,
     DirectoryError,
     load_directory,
 )
+from contracts.events import AgencyType, Classification, Priority
+from contracts.reports import Governorate, Language, ViolenceType
 from services.routing.policy import CaseFacts, Requirement, place, required_roles
 
 SAMPLE = load_directory()

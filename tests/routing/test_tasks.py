@@ -11,6 +11,7 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
+from contracts.directory import load_directory
 from contracts.events import (
     AgencyType,
     Classification,
@@ -24,13 +25,11 @@ from contracts.events import (
     derived_event_id,
     make_event,
 )
-from services.routing.directory import load_directory
+from contracts.tasks import ALLOWED, Command
 from services.routing.engine import SYSTEM
 from services.routing.tasks import (
-    ALLOWED,
     TERMINAL,
     Change,
-    Command,
     InvalidTransitionError,
     TaskState,
     VersionGapError,
