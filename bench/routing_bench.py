@@ -31,6 +31,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from contracts.directory import load_directory
 from contracts.events import (
     AgencyType,
     Classification,
@@ -47,7 +48,6 @@ from contracts.events import (
 from contracts.reports import ViolenceType
 from ocsea import stack as local_stack
 from ocsea.runtime.logging import configure_logging
-from services.routing.directory import load_directory
 from services.routing.engine import SYSTEM
 from services.routing.policy import CaseFacts, required_roles
 from tests.routing.harness import (

@@ -156,7 +156,7 @@ def parse_replicas(text: str | None, names: list[str]) -> dict[str, int]:
 
 def prepare_local(settings: Settings) -> list[str]:
     """Create what a local run needs and lacks: var/, demo principals, the master key."""
-    from services.routing.directory import load_directory
+    from contracts.directory import load_directory
 
     notes: list[str] = []
     settings.var_dir.mkdir(parents=True, exist_ok=True)

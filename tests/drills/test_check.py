@@ -255,7 +255,7 @@ def test_every_other_case_is_acknowledged() -> None:
 def test_the_drill_directory_is_the_sample_with_response_times_of_seconds(
     profile: str, tmp_path: Path
 ) -> None:
-    from services.routing.directory import load_directory
+    from contracts.directory import load_directory
 
     path = write_directory(PROFILES[profile], tmp_path / "directory.toml")
     directory = load_directory(path)

@@ -36,9 +36,9 @@ from typing import Any
 import httpx
 import pytest
 
+from contracts.directory import Directory, load_directory
 from contracts.events import Classification, OverrideReason, Priority
 from ocsea.runtime.settings import Settings
-from services.routing.directory import Directory, load_directory
 from tests.conftest import REPO, RunningSystem, system_services
 from tests.integration.test_triage_access import child_report, cpu_task
 
