@@ -48,6 +48,7 @@ import httpx
 import uvicorn
 from fastapi import FastAPI
 
+from ocsea.runtime import lifecycle
 from ocsea.runtime.auth import DemoAgency, ensure_demo_principals
 from ocsea.runtime.crypto import master_key_for
 from ocsea.runtime.logging import get_logger
@@ -230,6 +231,8 @@ async def serve(settings: Settings, names: list[str]) -> int:
         stop_all()
 
     _on_stop_signals(on_signal)
+    # A service that cannot go on (lifecycle.fatal) ends the run like one that crashed.
+    lifecycle.when_fatal(lambda _reason: stop_all())
     tasks = [asyncio.create_task(server.serve(), name=spec.name) for spec, server in servers]
 
     async def announce() -> None:
@@ -348,6 +351,12 @@ async def serve_one(
         server.should_exit = True
 
     _on_stop_signals(stop)
+
+    def replace_me(_reason: str) -> None:
+        # Not `requested`: the exit code says "ended on its own", so the supervisor restarts it.
+        server.should_exit = True
+
+    lifecycle.when_fatal(replace_me)
     helpers = [asyncio.create_task(_stop_when_orphaned(stop))]
     if settings.serve_lanes == "bulk":
         helpers.append(asyncio.create_task(_yield_cpu_once_started(server, settings)))

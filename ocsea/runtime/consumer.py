@@ -45,6 +45,7 @@ from redis.asyncio import Redis
 from contracts.events import Envelope
 from contracts.topics import Lane, dlq_of
 from ocsea.runtime.errors import is_infrastructure_error
+from ocsea.runtime.lifecycle import check_producer_error
 from ocsea.runtime.logging import get_logger
 from ocsea.runtime.metrics import LATENCY_BUCKETS
 from ocsea.runtime.settings import Settings
@@ -599,7 +600,8 @@ class ReliableConsumer:
             await self.broker.publish(
                 record.value, topic=dlq_of(origin.topic), key=record.key, headers=headers
             )
-        except Exception:
+        except Exception as publish_error:
+            check_producer_error(publish_error)
             log.exception("event.dead_letter_failed", topic=origin.topic, offset=origin.offset)
             await asyncio.sleep(self.retry.max_backoff_s)
             raise

@@ -16,6 +16,7 @@ from prometheus_client import CollectorRegistry
 
 from contracts import topics
 from contracts.events import Envelope
+from ocsea.runtime.lifecycle import check_producer_error
 from ocsea.runtime.logging import get_logger
 from ocsea.runtime.settings import Settings
 from ocsea.runtime.telemetry import tracer_provider
@@ -127,10 +128,14 @@ def event_headers(envelope: Envelope) -> dict[str, str]:
 
 async def publish_event(broker: KafkaBroker, topic: str, envelope: Envelope) -> Any:
     """Publish keyed by `case_id` (a case's events stay in order) and wait for the broker's ack."""
-    return await broker.publish(
-        envelope.model_dump_json().encode(),
-        topic=topic,
-        key=str(envelope.case_id).encode(),
-        headers=event_headers(envelope),
-        correlation_id=str(envelope.event_id),
-    )
+    try:
+        return await broker.publish(
+            envelope.model_dump_json().encode(),
+            topic=topic,
+            key=str(envelope.case_id).encode(),
+            headers=event_headers(envelope),
+            correlation_id=str(envelope.event_id),
+        )
+    except Exception as exc:
+        check_producer_error(exc)
+        raise

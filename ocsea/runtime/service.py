@@ -38,6 +38,7 @@ from ocsea.runtime.kafka import (
     project_topics,
     start_new_groups_at_end,
 )
+from ocsea.runtime.lifecycle import fatal_reason
 from ocsea.runtime.logging import get_logger
 from ocsea.runtime.metrics import instrument_service
 from ocsea.runtime.redis_batching import CoalescingRedis
@@ -96,6 +97,7 @@ class ServiceContext:
         )
         context.readiness["kafka"] = context._kafka_ready
         context.readiness["redis"] = context._redis_ready
+        context.readiness["process"] = _process_ready
         return context
 
     @property
@@ -210,6 +212,12 @@ def serve_api_docs(app: FastAPI) -> None:
             redoc_favicon_url="/api-docs-assets/favicon.png",
             with_google_fonts=False,
         )
+
+
+async def _process_ready() -> None:
+    reason = fatal_reason()
+    if reason is not None:
+        raise RuntimeError(f"restarting: {reason}")
 
 
 def create_http_app(
