@@ -13,7 +13,7 @@ import uvloop
 
 from ocsea.bench_cli import bench as bench_command
 from ocsea.case_cli import app as case_app
-from ocsea.dlq import app as dlq_app
+from ocsea.dlq.cli import app as dlq_app
 from ocsea.drill_cli import drill as drill_command
 from ocsea.runtime.logging import configure_logging, get_logger
 from ocsea.runtime.settings import Settings

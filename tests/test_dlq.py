@@ -10,7 +10,7 @@ from dataclasses import replace
 
 import pytest
 
-from ocsea.dlq import (
+from ocsea.dlq.letters import (
     DEAD_LETTER_HEADERS,
     REDRIVEN_FROM_HEADER,
     DeadLetter,

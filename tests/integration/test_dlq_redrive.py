@@ -21,13 +21,12 @@ from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
 from contracts.events import Actor, ActorKind, Envelope, utc_now
 from contracts.topics import dlq_of
-from ocsea.dlq import (
+from ocsea.dlq.kafka import read_parked, redrive
+from ocsea.dlq.letters import (
     DEAD_LETTER_HEADERS,
     REDRIVEN_FROM_HEADER,
     details,
     mark_of,
-    read_parked,
-    redrive,
     redrive_log_of,
     select,
 )
