@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from ocsea.runtime.consumer import LaneGate
+from ocsea.runtime.lanes import LaneGate
 
 
 async def test_bulk_waits_while_live_work_is_in_flight_and_resumes_after() -> None:

@@ -45,6 +45,7 @@ from redis.asyncio import Redis
 from contracts.events import Envelope
 from contracts.topics import Lane, dlq_of
 from ocsea.runtime.errors import is_infrastructure_error
+from ocsea.runtime.lanes import LaneGate
 from ocsea.runtime.lifecycle import check_producer_error
 from ocsea.runtime.logging import get_logger
 from ocsea.runtime.metrics import LATENCY_BUCKETS
@@ -202,31 +203,6 @@ class RetryPolicy:
         """Exponential, capped, with jitter (so many waiting consumers do not retry in step)."""
         ceiling = min(self.max_backoff_s, self.initial_backoff_s * 2 ** min(attempt - 1, 30))
         return float(ceiling * random.uniform(0.5, 1.0))
-
-
-class LaneGate:
-    """Live work first, within a process: a bulk-lane record starts only while no live-lane
-    batch is being handled. The lanes' topics already keep a bulk backlog out of the live
-    partitions; this keeps it off the live records' share of the process's CPU too."""
-
-    def __init__(self) -> None:
-        self._live = 0
-        self._no_live = asyncio.Event()
-        self._no_live.set()
-
-    @contextlib.contextmanager
-    def live(self) -> Iterator[None]:
-        self._live += 1
-        self._no_live.clear()
-        try:
-            yield
-        finally:
-            self._live -= 1
-            if self._live == 0:
-                self._no_live.set()
-
-    async def bulk_turn(self) -> None:
-        await self._no_live.wait()
 
 
 @dataclass

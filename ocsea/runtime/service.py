@@ -25,7 +25,6 @@ from ocsea.runtime.auth import PrincipalStore
 from ocsea.runtime.consumer import (
     ConsumerMetrics,
     Handler,
-    LaneGate,
     ProcessedMarkers,
     RawHandler,
     ReliableConsumer,
@@ -38,6 +37,7 @@ from ocsea.runtime.kafka import (
     project_topics,
     start_new_groups_at_end,
 )
+from ocsea.runtime.lanes import LaneGate
 from ocsea.runtime.lifecycle import fatal_reason
 from ocsea.runtime.logging import get_logger
 from ocsea.runtime.metrics import instrument_service
