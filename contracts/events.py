@@ -359,6 +359,11 @@ class ReportTriagedData(EventData):
     factors: tuple[UrgencyFactor, ...] = ()
     violence_types: tuple[ViolenceType, ...] = ()
     governorate: Governorate | None = None
+    district: str | None = Field(
+        default=None,
+        description="The incident's district, a gazetteer id (never free text): for units that "
+        "cover only some districts",
+    )
     language: Language | None = None
     police_referral_consent: bool | None = None
     legal_aid_sought: bool | None = Field(
