@@ -1,0 +1,79 @@
+"""Keeping a Redis projection of Kafka topics present.
+
+Redis holds projections only: routing's tasks and timers, triage's case state, intake's
+idempotency and status records. Kafka holds the events they are folded from. A projection
+keeps an epoch marker in Redis, written once it has been built; its absence means Redis lost the
+projection's data (a FLUSHALL, a restart from a missing or truncated file, a new Redis), and the
+projection is rebuilt from the topics before anything reads or writes it again. Every event and
+request passes `ensure()`, so a loss is noticed within `recheck_s` while the service runs, and
+at start before any consumer takes a record.
+
+A rebuild folds the topics up to their current end into Redis; what arrives later is the live
+consumers' work. Rebuilds must be idempotent (folding an event twice changes nothing), since
+several processes may notice a loss at the same time and each rebuild on its own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+
+from redis.asyncio import Redis
+
+from ocsea.runtime.logging import get_logger
+
+log = get_logger("ocsea.projection")
+
+
+class ProjectionGuard:
+    """Rebuilds a projection from Kafka when its epoch marker is missing."""
+
+    def __init__(
+        self,
+        redis: Redis,
+        name: str,
+        rebuild: Callable[[], Awaitable[object]],
+        *,
+        recheck_s: float = 1.0,
+    ) -> None:
+        self.name = name
+        self._redis = redis
+        self._rebuild = rebuild
+        self._lock = asyncio.Lock()
+        self.recheck_s = recheck_s
+        self._present_until = 0.0
+        self.rebuilds = 0
+
+    @property
+    def epoch_key(self) -> str:
+        return f"ocsea:projection:{self.name}:epoch"
+
+    async def epoch(self) -> str | None:
+        raw = await self._redis.get(self.epoch_key)
+        return None if raw is None else raw.decode() if isinstance(raw, bytes) else str(raw)
+
+    async def ensure(self) -> None:
+        # Checked at most once per `recheck_s` while present: every event and request passes
+        # here, and a lost projection is still noticed within that time.
+        now = time.monotonic()
+        if now < self._present_until:
+            return
+        if await self.epoch() is not None:
+            self._present_until = now + self.recheck_s
+            return
+        async with self._lock:
+            if await self.epoch() is not None:
+                return
+            started = time.monotonic()
+            log.warning("projection.missing_rebuilding", projection=self.name)
+            folded = await self._rebuild()
+            await self._redis.set(self.epoch_key, uuid.uuid4().hex)
+            self.rebuilds += 1
+            log.info(
+                "projection.rebuilt",
+                projection=self.name,
+                folded=folded if isinstance(folded, int | dict) else None,
+                seconds=round(time.monotonic() - started, 2),
+            )
