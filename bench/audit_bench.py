@@ -50,24 +50,25 @@ from aiokafka.admin import AIOKafkaAdminClient
 from prometheus_client import CollectorRegistry
 from redis.asyncio import Redis
 
-from ocsea import stack as local_stack
+import devstack as local_stack
 from ocsea.runtime.auth import ensure_demo_principals
 from ocsea.runtime.consumer import ProcessedMarkers, RawRecord, ReliableConsumer, RetryPolicy
 from ocsea.runtime.kafka import ensure_topics, make_broker
 from ocsea.runtime.logging import configure_logging
 from ocsea.runtime.settings import Settings
-from services.audit.app import INGEST_BATCH, Recorder
-from services.audit.client import (
+from services.audit.adapters.ledger import Ledger
+from services.audit.adapters.ledger_sources import (
     ExportFileSource,
     ServiceSource,
     export_header,
     export_line,
 )
+from services.audit.adapters.signing_key import load_signing_key
 from services.audit.domain import merkle
 from services.audit.domain.entry import NewEntry
-from services.audit.ledger import Ledger
-from services.audit.signing import Checkpointer, load_signing_key
-from services.audit.verify import SourceLeaf, verify_ledger
+from services.audit.entrypoints.kafka import INGEST_BATCH, Recorder
+from services.audit.handlers import Checkpointer, verify_ledger
+from services.audit.ports import SourceLeaf
 
 ACTIONS = ["report.received", "report.triaged", "task.assigned", "task.acknowledged", "case.viewed"]
 T0 = datetime(2026, 11, 20, 18, 0, tzinfo=UTC)
@@ -349,7 +350,7 @@ def api_proofs(url: str, token: str, size: int, samples: int) -> list[float]:
 API_SERVER = """
 import sys, uvicorn
 from ocsea.runtime.settings import Settings
-from services.audit.app import build
+from services.audit.bootstrap import build
 uvicorn.run(build(Settings(), ingest=False), host="127.0.0.1", port=int(sys.argv[1]),
             log_config=None, access_log=False)
 """

@@ -37,8 +37,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from aiokafka import TopicPartition
 
+import devstack as local_stack
 from contracts import topics
-from ocsea import stack as local_stack
 from tests.intake.support import own_stack, start_intake
 
 

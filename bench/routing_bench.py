@@ -31,6 +31,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import devstack as local_stack
 from contracts.directory import load_directory
 from contracts.events import (
     AgencyType,
@@ -46,10 +47,9 @@ from contracts.events import (
     make_event,
 )
 from contracts.reports import ViolenceType
-from ocsea import stack as local_stack
 from ocsea.runtime.logging import configure_logging
-from services.routing.engine import SYSTEM
-from services.routing.policy import CaseFacts, required_roles
+from services.routing.domain.policy import CaseFacts, required_roles
+from services.routing.domain.tasks import SYSTEM
 from tests.routing.harness import (
     Isolation,
     RoutingInstance,

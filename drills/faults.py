@@ -21,10 +21,10 @@ from pathlib import Path
 
 from redis.asyncio import Redis
 
+import devstack as stack
 from bench.e2e.system import System
+from devstack import StackSettings
 from drills.load import DrillError
-from ocsea import stack
-from ocsea.stack import StackSettings
 
 LEDGER_DB_OUTAGE_S = 30.0
 REDIS_OUTAGE_S = 10.0

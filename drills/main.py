@@ -36,9 +36,12 @@ from cryptography.hazmat.primitives.serialization import (
     load_pem_public_key,
 )
 
+import devstack as stack
 from bench.e2e.http import Pool
 from bench.e2e.kafka import BenchError
 from bench.e2e.system import System, private_stack, start_system
+from contracts.directory import SAMPLE_DIRECTORY, load_directory
+from devstack import StackError, StackSettings
 from drills.check import (
     Accepted,
     DrillFigures,
@@ -61,12 +64,9 @@ from drills.load import (
     replays_answered_anew,
 )
 from drills.observe import EVENT_TOPICS, Follower, LedgerReader, added, dead_letters
-from ocsea import stack
-from ocsea.stack import StackError, StackSettings
-from services.audit.client import ServiceSource
+from services.audit.adapters.ledger_sources import ServiceSource
 from services.audit.domain.checkpoint import Checkpoint
-from services.audit.verify import Verdict, verify_ledger
-from contracts.directory import SAMPLE_DIRECTORY, load_directory
+from services.audit.handlers.verify import Verdict, verify_ledger
 
 FIRST_ACTION_S = 3600  # beyond every drill: only the acknowledge deadline's timers fire
 PARTITIONS = 3

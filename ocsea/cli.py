@@ -18,8 +18,8 @@ from ocsea.drill_cli import drill as drill_command
 from ocsea.runtime.logging import configure_logging, get_logger
 from ocsea.runtime.settings import Settings
 from ocsea.runtime.telemetry import tracer_provider
-from ocsea.stack import app as stack_app
-from ocsea.stack import use_local_redis
+from ocsea.stack_cli import mount as mount_stack
+from ocsea.stack_cli import use_local_stack_redis
 from ocsea.topic_plan import main as topic_plan_command
 from services.audit.entrypoints.cli import make_app as make_audit_app
 from services.triage.entrypoints.cli import make_app as make_triage_app
@@ -28,7 +28,7 @@ app = typer.Typer(help="OCSEA response mechanism", no_args_is_help=True, add_com
 contracts_app = typer.Typer(help="Event and API contracts", no_args_is_help=True)
 app.add_typer(contracts_app, name="contracts")
 
-app.add_typer(stack_app, name="stack", help="The local Kafka, Redis and PostgreSQL stack")
+mount_stack(app)  # `ocsea stack`: devstack/ of the checkout, imported when it runs
 app.command("bench")(bench_command)
 app.command("drill")(drill_command)
 app.command("topics", help="Make a cluster's topics match a topic plan (deploy/kafka/topics.toml)")(
@@ -39,7 +39,7 @@ app.add_typer(case_app, name="case", help="Operators' acts on a case: erase its 
 
 
 def _settings() -> Settings:
-    use_local_redis()  # the local stack's Redis asks for a password
+    use_local_stack_redis()  # the local stack's Redis asks for a password
     settings = Settings()
     configure_logging(settings.log_level, json=settings.log_json)
     return settings

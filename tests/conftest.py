@@ -19,7 +19,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from ocsea import stack as local_stack
+import devstack as local_stack
 
 REPO = Path(__file__).resolve().parents[1]
 

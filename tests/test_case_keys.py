@@ -26,7 +26,9 @@ from redis.asyncio import Redis
 from sqlalchemy.exc import DBAPIError
 
 from contracts.events import ErasureReason
-from ocsea import stack
+from devstack import StackSettings
+from devstack import postgres as local_postgres
+from devstack import redis as local_redis
 from ocsea.runtime.crypto import CaseErasedError, CaseKeyNotFoundError, CaseKeys
 from ocsea.runtime.keystore import Erasure, KeyStore
 from tests.keystore_racer import create_keys
@@ -226,7 +228,7 @@ def _free_port() -> int:
 def throwaway_redis(data_dir: Path, port: int, password: str) -> Iterator[str]:
     """A redis-server of this test's own (append-only file on, a password), until the block
     ends; the URL to reach it."""
-    redis_server = stack._find_redis()
+    redis_server = local_redis.find_server()
     assert redis_server is not None, "needs redis-server (installed by `ocsea stack up`)"
     data_dir.mkdir(parents=True, exist_ok=True)
     process = subprocess.Popen(
@@ -242,7 +244,7 @@ def throwaway_redis(data_dir: Path, port: int, password: str) -> Iterator[str]:
     )  # fmt: skip
     try:
         deadline = time.monotonic() + 30
-        while not stack._redis_ping(port, password=password):
+        while not local_redis.ping(port, password=password):
             assert process.poll() is None, "redis-server exited"
             assert time.monotonic() < deadline, "redis-server did not answer within 30 s"
             with contextlib.suppress(subprocess.TimeoutExpired):  # an exit ends the wait
@@ -290,9 +292,9 @@ async def test_the_deployments_key_store_role_keeps_and_erases_keys_in_its_own_d
     stack_env: dict[str, str], tmp_path: Path
 ) -> None:
     del stack_env  # the stack (and its PostgreSQL) is up
-    bindir = stack._find_pg_bindir()
+    bindir = local_postgres.find_bindir()
     assert bindir is not None
-    sockets = stack._pg_paths(stack.StackSettings()).sockets
+    sockets = local_postgres.paths(StackSettings()).sockets
     tag = uuid.uuid4().hex[:8]
     database, role, stranger = f"ocsea_keys_{tag}", f"ocsea_keys_{tag}", f"ocsea_other_{tag}"
     (tmp_path / "keys.pw").write_text(f"keys-{tag}-secret")

@@ -29,14 +29,16 @@ from fastapi import FastAPI
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 
+import devstack as local_stack
 from contracts import topics
-from ocsea import stack as local_stack
+from devstack import postgres as local_postgres
 from ocsea.runner import SERVICES, prepare_local
 from ocsea.runtime.kafka import ensure_topics, project_topics
 from ocsea.runtime.settings import Settings
 from ocsea.topic_plan import TopicSpec, apply_plan, load_plan
-from services.audit.ledger import Ledger
-from services.audit.schema import SchemaMissingError, create_schema, expect_schema
+from services.audit.adapters.ledger import Ledger
+from services.audit.adapters.schema import SchemaMissingError, expect_schema
+from services.audit.entrypoints.schema import create_schema
 from tests.conftest import free_port
 from tests.support import wait_for
 
@@ -267,7 +269,7 @@ def test_the_audit_ledger_has_one_writer_and_a_role_that_cannot_create_tables() 
     assert services["audit"]["environment"]["OCSEA_AUDIT_DB_CREATE_SCHEMA"] == "false"
     assert "audit-schema" in services["audit"]["depends_on"]
     schema = services["audit-schema"]
-    assert schema["entrypoint"] == ["python", "-m", "services.audit.schema"]
+    assert schema["entrypoint"] == ["python", "-m", "services.audit.entrypoints.schema"]
     assert schema["command"] == ["--grant-to", "ocsea_audit"]
     assert {s["target"] for s in schema["secrets"]} == {"OCSEA_AUDIT_DB_URL"}
     assert [s["source"] for s in schema["secrets"]] == ["audit_db_owner_url"]
@@ -661,9 +663,9 @@ async def delete_topics(bootstrap: str, names: list[str]) -> None:
 def superuser(stack_env: dict[str, str]) -> tuple[str, str]:
     """psql and the socket directory of the local PostgreSQL's superuser."""
     del stack_env  # the stack is up
-    bindir = local_stack._find_pg_bindir()
+    bindir = local_postgres.find_bindir()
     assert bindir is not None
-    sockets = local_stack._pg_paths(local_stack.StackSettings()).sockets
+    sockets = local_postgres.paths(local_stack.StackSettings()).sockets
     return str(bindir / "psql"), str(sockets)
 
 

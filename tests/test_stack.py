@@ -1,4 +1,4 @@
-"""The local stack (ocsea/stack.py): its error paths, cheaply; real data surviving a restart.
+"""The local stack (devstack/): its error paths, cheaply; real data surviving a restart.
 
 The unit tests run against a throw-away base directory and free ports, so they never touch the
 shared stack. The restart test runs a real stack of its own (its own directories and ports, the
@@ -27,8 +27,11 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 from typer.testing import CliRunner
 
-from ocsea import stack
-from ocsea.stack import StackError, StackSettings
+import devstack as stack
+from devstack import StackError, StackSettings
+from devstack import redis as local_redis
+from devstack.cli import app as stack_cli
+from devstack.component import await_ready
 
 
 def free_port() -> int:
@@ -124,7 +127,7 @@ def test_service_env() -> None:
 
 def test_cli_env_prints_exports(scratch: StackSettings) -> None:
     result = CliRunner().invoke(
-        stack.app,
+        stack_cli,
         ["env"],
         env={
             "OCSEA_STACK_REDIS_PORT": str(scratch.redis_port),
@@ -137,14 +140,12 @@ def test_cli_env_prints_exports(scratch: StackSettings) -> None:
 
 
 def start_redis_only(settings: StackSettings) -> None:
-    redis_server = stack._find_redis()
-    assert redis_server is not None
-    starting = stack._start_redis(settings, redis_server, lambda _: None)
-    stack._await_ready(starting, time.monotonic() + 30, lambda _: None)
+    redis = local_redis.Redis(settings)
+    await_ready(redis, redis.start(lambda _: None), time.monotonic() + 30, lambda _: None)
 
 
 @pytest.mark.skipif(
-    stack._find_redis() is None, reason="needs redis-server (installed by `ocsea stack up`)"
+    local_redis.find_server() is None, reason="needs redis-server (installed by `ocsea stack up`)"
 )
 def test_a_fresh_redis_requires_a_password_that_only_clients_of_the_stack_are_given(
     scratch: StackSettings, monkeypatch: pytest.MonkeyPatch
@@ -157,8 +158,8 @@ def test_a_fresh_redis_requires_a_password_that_only_clients_of_the_stack_are_gi
         assert stat.S_IMODE((scratch.redis_dir / "redis.conf").stat().st_mode) == 0o600
         password = made.read_text().strip()
         assert len(password) >= 16  # what deployment mode asks of a Redis password too
-        assert not stack._redis_ping(scratch.redis_port)  # NOAUTH without it
-        assert not stack._redis_ping(scratch.redis_port, password="not-" + password)
+        assert not local_redis.ping(scratch.redis_port)  # NOAUTH without it
+        assert not local_redis.ping(scratch.redis_port, password="not-" + password)
         url = stack.service_env(scratch)["OCSEA_REDIS_URL"]
         assert url == f"redis://:{password}@127.0.0.1:{scratch.redis_port}/0"
         assert stack.status(scratch)["redis"]["password"] == "required"
@@ -186,14 +187,14 @@ def test_a_fresh_redis_requires_a_password_that_only_clients_of_the_stack_are_gi
 
 
 @pytest.mark.skipif(
-    stack._find_redis() is None, reason="needs redis-server (installed by `ocsea stack up`)"
+    local_redis.find_server() is None, reason="needs redis-server (installed by `ocsea stack up`)"
 )
 def test_a_redis_started_without_a_password_is_still_reached_without_one(
     scratch: StackSettings, tmp_path: Path
 ) -> None:
     """A Redis an earlier version started keeps serving the tests and services running on it:
     they are given a URL without the password until it is restarted with one."""
-    redis_server = stack._find_redis()
+    redis_server = local_redis.find_server()
     assert redis_server is not None
     scratch.base_dir.mkdir(parents=True)
     scratch.redis_password_file.write_text("a-password-it-was-not-started-with\n")
@@ -204,7 +205,7 @@ def test_a_redis_started_without_a_password_is_still_reached_without_one(
     )
     try:
         deadline = time.monotonic() + 30
-        while not stack._redis_ping(scratch.redis_port):
+        while not local_redis.ping(scratch.redis_port):
             assert process.poll() is None, "redis exited"
             assert time.monotonic() < deadline, "redis did not answer within 30 s"
             with contextlib.suppress(subprocess.TimeoutExpired):  # a failure ends the wait
@@ -247,7 +248,7 @@ def test_cli_reports_error_and_exits_1(scratch: StackSettings, listener: int) ->
         "OCSEA_STACK_KAFKA_PORT": str(listener),
         "OCSEA_STACK_KAFKA_CONTROLLER_PORT": str(scratch.kafka_controller_port),
     }
-    result = CliRunner().invoke(stack.app, ["up"], env=env)
+    result = CliRunner().invoke(stack_cli, ["up"], env=env)
     assert result.exit_code == 1
     assert f"error: port {listener} in use" in result.output
     assert "OCSEA_STACK_KAFKA_PORT" in result.output
@@ -303,7 +304,7 @@ def test_maven_failure_shows_its_output(
 
 
 @pytest.mark.skipif(
-    stack._find_redis() is None, reason="needs redis-server (installed by `ocsea stack up`)"
+    local_redis.find_server() is None, reason="needs redis-server (installed by `ocsea stack up`)"
 )
 def test_component_dying_during_start_shows_its_log(
     scratch: StackSettings, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
@@ -337,14 +338,27 @@ exit 1
 def test_down_when_nothing_runs_is_fine(scratch: StackSettings) -> None:
     lines: list[str] = []
     stack.down(scratch, echo=lines.append)
+    assert lines == ["stack not running"]  # never started: no directory
+    scratch.base_dir.mkdir(parents=True)
     stack.down(scratch, echo=lines.append)
+    stack.down(scratch, echo=lines.append)
+    assert lines[1:] == [f"{name} not running" for name in stack.COMPONENTS] * 2
     report = stack.status(scratch)
+    assert tuple(report) == stack.COMPONENTS
     assert not any(item["running"] for item in report.values())
     assert {item["port"] for item in report.values()} == {
         scratch.kafka_port,
         scratch.redis_port,
         scratch.postgres_port,
     }
+
+
+def test_down_names_the_components_it_knows(scratch: StackSettings) -> None:
+    with pytest.raises(StackError, match=r"unknown stack component\(s\) \['zookeeper'\]"):
+        stack.down(scratch, echo=lambda _: None, only=("redis", "zookeeper"))
+    names = [part.name for part in stack.components(scratch)]
+    assert tuple(names) == stack.COMPONENTS
+    assert [part.name for part in stack.components(scratch, with_postgres=False)] == names[:2]
 
 
 # --------------------------------------------------------------------------------------------

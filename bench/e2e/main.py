@@ -42,7 +42,7 @@ from bench.e2e.system import (
     start_system,
 )
 from contracts import topics
-from ocsea import stack
+from devstack import find_repo_root
 
 PHASES = ("baseline", "batch", "single", "p1", "fixed")  # the order they run in
 DEFAULT_MESSAGE_BYTES = 1_500
@@ -198,7 +198,7 @@ async def _system(options: Options, run_dir: Path) -> AsyncIterator[System]:
             f"measuring the running system at {options.intake_url} (Kafka {options.kafka}): its "
             "topics receive every benchmark report"
         )
-        var_dir = options.var_dir or stack.find_repo_root() / "var"
+        var_dir = options.var_dir or find_repo_root() / "var"
         yield existing_system(options.intake_url, options.kafka, var_dir, options.credentials)
         return
     directory = None if options.temp_stack else kept_stack_dir()
@@ -230,7 +230,7 @@ async def _system(options: Options, run_dir: Path) -> AsyncIterator[System]:
 async def _measure(options: Options) -> Results:
     sizes = options.sizes()
     run = uuid.uuid4().hex[:8]
-    runs = stack.find_repo_root() / "var" / "bench" / "runs"
+    runs = find_repo_root() / "var" / "bench" / "runs"
     run_dir = runs / f"{time.strftime('%Y%m%d-%H%M%S')}-{run}"
     run_dir.mkdir(parents=True, exist_ok=True)
     results = Results()

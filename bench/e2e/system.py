@@ -2,7 +2,7 @@
 
 Benchmark reports never go to the shared development stack: every test session replays the
 shared topics from the beginning, and 100,000 benchmark reports there would slow every session
-after. The private stack (the local stack's own scripts, `ocsea.stack`, on ports of its own)
+after. The private stack (the local stack's own scripts, `devstack`, on ports of its own)
 lives in `var/bench/stack/` and is kept between runs, because starting Kafka takes 20–30 s on
 this machine; each run empties it first (its topics deleted, its Redis flushed), so runs never
 see each other's events. `--temp-stack` uses a throwaway one in a temporary directory instead.
@@ -29,9 +29,9 @@ from typing import Any
 
 import httpx
 
+import devstack as stack
 from bench.e2e.kafka import BenchError, delete_topics_and_wait
-from ocsea import stack
-from ocsea.stack import StackError, StackSettings
+from devstack import StackError, StackSettings
 
 SERVICE_PORTS = ("intake", "triage", "routing", "audit", "console")
 Say = Callable[[str], None]

@@ -17,9 +17,9 @@ from typing import Any
 
 import httpx
 
-from ocsea import stack
+import devstack as stack
+from devstack import StackSettings
 from ocsea.runtime.auth import PrincipalsFile, Role, StoredPrincipal, token_hash
-from ocsea.stack import StackSettings
 from tests.conftest import REPO, free_port
 
 # name → (role, partner kind, rate limit per minute, burst)

@@ -33,6 +33,7 @@ import pytest
 from aiokafka import AIOKafkaProducer
 from redis.asyncio import Redis
 
+import devstack as stack
 from contracts import topics
 from contracts.events import (
     Actor,
@@ -46,13 +47,12 @@ from contracts.events import (
     TaskAssignedData,
     make_event,
 )
-from ocsea import stack
+from devstack import StackSettings, service_env
 from ocsea.runtime.crypto import load_or_create_master_key
-from ocsea.stack import StackSettings, service_env
-from services.intake.canonical import Normalisers, canonical_report
-from services.intake.domain import report_id_for
-from services.intake.matching import Matcher
-from services.intake.reference import Gazetteer, Vocabulary
+from services.intake.domain.canonical import Normalisers, canonical_report
+from services.intake.domain.facts import report_id_for
+from services.intake.domain.matching import Matcher
+from services.intake.domain.reference import Gazetteer, Vocabulary
 from tests.conftest import REPO
 from tests.intake.conftest import BAGHDAD
 from tests.intake.support import Intake, envelopes, own_stack, read_since, start_intake
