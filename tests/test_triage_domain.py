@@ -16,7 +16,7 @@ from contracts.events import (
     SurvivorFacts,
 )
 from contracts.reports import Channel, Governorate, RiskFlag
-from services.triage.domain import triage
+from services.triage.domain.case import triage
 
 BASE_TIME = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)
 

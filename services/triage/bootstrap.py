@@ -1,5 +1,51 @@
-"""Composes the triage service: builds its adapters, wires its handlers, returns its app."""
+"""Composes the triage service: its adapters, its handlers, its routes and subscribers."""
 
-from services.triage.app import build
+from __future__ import annotations
 
-__all__ = ["build"]
+from fastapi import FastAPI
+
+from ocsea.runtime.access import AccessLog, GroundsClient
+from ocsea.runtime.auth import PrincipalStore
+from ocsea.runtime.crypto import CaseKeys
+from ocsea.runtime.service import ServiceContext, create_http_app
+from ocsea.runtime.settings import Settings
+from services.triage.adapters.clock import SystemClock
+from services.triage.adapters.kafka import KafkaPublisher
+from services.triage.adapters.metrics import PrometheusFigures
+from services.triage.adapters.redis import RedisCaseState
+from services.triage.adapters.sealed import SealedReader
+from services.triage.config import TriageSettings
+from services.triage.domain.rules import load_rules
+from services.triage.entrypoints import http, kafka
+from services.triage.handlers import TriageHandlers
+
+
+def build(settings: Settings) -> FastAPI:
+    triage_settings = TriageSettings()
+    rules = load_rules(triage_settings.rules_file)
+    context = ServiceContext.create("triage", settings)
+    keys = CaseKeys.for_service(context)
+    grounds = GroundsClient(settings.triage_routing, timeout_s=settings.triage_routing_timeout_s)
+    context.on_shutdown.append(grounds.close)
+    handlers = TriageHandlers(
+        rules=rules,
+        state=RedisCaseState(context.redis, lock_timeout_s=triage_settings.lock_timeout_s),
+        publisher=KafkaPublisher(context.broker),
+        sealed=SealedReader(keys if triage_settings.read_sealed else None),
+        keys=keys,
+        grounds=grounds,
+        access=AccessLog(context.broker, "triage"),
+        clock=SystemClock(),
+        figures=PrometheusFigures(context.registry),
+        publish_timeout_s=settings.publish_timeout_s,
+    )
+    kafka.subscribe(context, handlers)
+
+    app = create_http_app(
+        context,
+        title="ocsea triage",
+        principals=PrincipalStore.load(settings.resolved_principals_file),
+    )
+    app.state.triage = handlers
+    app.include_router(http.router)
+    return app

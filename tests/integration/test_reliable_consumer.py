@@ -54,7 +54,7 @@ async def running_consumer(
 
 
 def triaged_event(case_id: uuid.UUID) -> Envelope:
-    from services.triage.domain import triage
+    from services.triage.domain.case import triage
     from tests.test_triage_domain import received
 
     return make_event(

@@ -17,7 +17,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from contracts import topics
 from contracts.events import Envelope, ReportReceivedData
 from contracts.reports import RiskFlag
-from services.triage.rules import SAMPLE_RULES
+from services.triage.domain.rules import SAMPLE_RULES
 from tests.conftest import REPO
 from tests.support import end_offsets, read_all
 from tests.test_triage_domain import received, survivor

@@ -23,8 +23,10 @@ from contracts.events import (
     SurvivorFacts,
 )
 from contracts.reports import AgeRange, RiskFlag, ViolenceType
-from services.intake.normalise import parse_years
-from services.triage.domain import CaseReport, SealedContent, shipped_rules, triage_case
+from services.intake.domain.normalise import parse_years
+from services.triage.domain.case import triage_case
+from services.triage.domain.reports import CaseReport, SealedContent
+from services.triage.domain.rules import shipped_rules
 from tests.test_triage_domain import received, survivor
 
 CSAM_TYPE = "Child Pornography (possession, manufacture, and distribution)"

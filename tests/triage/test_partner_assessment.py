@@ -16,14 +16,9 @@ from contracts.events import (
     TriageOverrideInfo,
 )
 from contracts.reports import RiskFlag
-from services.triage.domain import (
-    CaseReport,
-    canonical_order,
-    own_reports,
-    partner_assessment,
-    shipped_rules,
-    triage_case,
-)
+from services.triage.domain.case import own_reports, partner_assessment, triage_case
+from services.triage.domain.reports import CaseReport, canonical_order
+from services.triage.domain.rules import shipped_rules
 from tests.test_triage_domain import received, survivor
 
 RULES = shipped_rules()

@@ -28,13 +28,9 @@ from contracts.events import (
     SurvivorFacts,
 )
 from contracts.reports import AgeRange, Channel, RiskFlag, ViolenceType
-from services.triage.domain import (
-    CaseReport,
-    SealedContent,
-    shipped_rules,
-    triage_case,
-)
-from services.triage.rules import load_rules
+from services.triage.domain.case import triage_case
+from services.triage.domain.reports import CaseReport, SealedContent
+from services.triage.domain.rules import load_rules, shipped_rules
 
 RULES = shipped_rules()
 FRESH_RULES = load_rules(None)  # loaded again: a rule set is a value, not an object

@@ -14,9 +14,11 @@ from contracts.events import (
     TriageOverrideInfo,
 )
 from contracts.reports import RiskFlag
-from services.triage.domain import CaseReport, reclassification, shipped_rules, triage_case
-from services.triage.replay import compare
-from services.triage.rules import SAMPLE_RULES, load_rules
+from services.triage.domain.case import triage_case
+from services.triage.domain.reclassification import reclassification
+from services.triage.domain.replay import compare
+from services.triage.domain.reports import CaseReport
+from services.triage.domain.rules import SAMPLE_RULES, load_rules, shipped_rules
 from tests.test_triage_domain import received, survivor
 
 RULES = shipped_rules()

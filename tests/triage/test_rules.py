@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 
 from contracts.reports import Language
-from services.triage.rules import SAMPLE_RULES, RulesError, load_rules
-from services.triage.terms import TermMatcher, tokens
+from services.triage.domain.rules import SAMPLE_RULES, RulesError, load_rules
+from services.triage.domain.terms import TermMatcher, tokens
 
 
 def write_rules(tmp_path: Path, change: str, replace: str) -> Path:
@@ -86,7 +86,7 @@ def test_the_service_refuses_to_start_on_bad_rules(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from ocsea.runtime.settings import Settings
-    from services.triage.app import build
+    from services.triage.bootstrap import build
 
     path = write_rules(tmp_path, "self_harm = 100", "self_harm = -100")
     monkeypatch.setenv("OCSEA_TRIAGE_RULES_FILE", str(path))

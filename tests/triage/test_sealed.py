@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 from contracts.reports import PartnerReport, ViolenceType
-from services.intake.domain import personal_fields
-from services.triage.domain import CaseReport, read_sealed, shipped_rules, triage_case
+from services.intake.domain.facts import personal_fields
+from services.triage.domain.case import triage_case
+from services.triage.domain.reports import CaseReport, SealedContent, read_sealed
+from services.triage.domain.rules import shipped_rules
+from services.triage.domain.signals import ScanCache, scan_texts
 from tests.test_triage_domain import received, survivor
 
 
@@ -39,3 +42,31 @@ def test_an_unexpected_shape_reads_as_nothing_rather_than_failing() -> None:
     assert sealed.opened
     assert sealed.texts == ()
     assert sealed.reported_person_ages == ()
+
+
+def test_a_case_re_triaged_with_a_scan_cache_scans_each_narrative_once() -> None:
+    first = CaseReport(
+        received(), SealedContent(opened=True, texts=("he threatened to publish the photos",))
+    )
+    second = CaseReport(received(minutes=5))
+    scans, rules = ScanCache(), shipped_rules()
+
+    once = triage_case([first], rules, scans=scans)
+    assert len(scans) == 1
+    scan = scans.scan(first.sealed.texts, rules)
+    again = triage_case([first, second], rules, scans=scans)
+
+    assert len(scans) == 1  # the first narrative was not scanned again
+    assert scans.scan(first.sealed.texts, rules) is scan
+    assert scan == scan_texts(first.sealed.texts, rules)
+    assert ViolenceType.SEXTORTION in once.violence_types
+    assert ViolenceType.SEXTORTION in again.violence_types
+    # Without a cache the result is the same: the cache saves work, it decides nothing.
+    assert triage_case([first, second], rules) == again
+
+
+def test_a_full_scan_cache_starts_afresh() -> None:
+    scans, rules = ScanCache(max_entries=2), shipped_rules()
+    for text in ("one", "two", "three"):
+        scans.scan((text,), rules)
+    assert len(scans) == 1

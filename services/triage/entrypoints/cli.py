@@ -77,10 +77,11 @@ def make_app(serve: Callable[[], None]) -> typer.Typer:
         from ocsea.runtime.crypto import CaseKeys
         from ocsea.runtime.keystore import KeyStore
         from ocsea.runtime.settings import Settings
+        from services.triage.adapters.kafka import KafkaReceivedHistory
+        from services.triage.adapters.sealed import SealedReader
         from services.triage.config import TriageSettings
-        from services.triage.replay import replay as run_replay
-        from services.triage.rules import RulesError, load_rules
-        from services.triage.sealed import SealedReader
+        from services.triage.domain.rules import RulesError, load_rules
+        from services.triage.handlers import replay_rules
 
         from_at, to_at = _moment(from_, "--from"), _moment(to, "--to")
         settings, triage_settings = Settings(), TriageSettings()
@@ -102,14 +103,13 @@ def make_app(serve: Callable[[], None]) -> typer.Typer:
                     if read_sealed and key_file.is_file()
                     else None
                 )
-                summary = await run_replay(
-                    bootstrap=settings.kafka_bootstrap,
-                    topic=topic,
+                summary = await replay_rules(
+                    KafkaReceivedHistory(settings.kafka_bootstrap, topic),
+                    SealedReader(keys),
                     baseline=current,
                     candidate=candidate,
                     from_at=from_at,
                     to_at=to_at,
-                    sealed=SealedReader(keys),
                 )
             finally:
                 await redis.aclose()
@@ -125,7 +125,7 @@ def make_app(serve: Callable[[], None]) -> typer.Typer:
     @app.command("check-rules")
     def check_rules(rules: Annotated[Path, typer.Argument(help="A rule set (TOML)")]) -> None:
         """Validate a rule set and print its version and digest."""
-        from services.triage.rules import RulesError, load_rules
+        from services.triage.domain.rules import RulesError, load_rules
 
         try:
             loaded = load_rules(rules)

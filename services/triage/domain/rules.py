@@ -11,17 +11,17 @@ its validated content, so a result can be tied to the exact rules that produced 
 from __future__ import annotations
 
 import hashlib
-import json
 import tomllib
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from contracts.events import AgeBasis, AgeConfidence, Priority
+from contracts.events import AgeBasis, AgeConfidence, Priority, canonical_json
 from contracts.reports import Language, RiskFlag, ViolenceType
-from services.triage.terms import TermMatcher
+from services.triage.domain.terms import TermMatcher
 
 SAMPLE_RULES = Path(__file__).parent / "rules.toml"
 
@@ -174,16 +174,13 @@ class Rules:
 
     @classmethod
     def from_model(cls, source: RulesFile) -> Rules:
-        canonical = json.dumps(
-            {"engine": ENGINE_VERSION, "rules": source.model_dump(mode="json")},
-            sort_keys=True,
-            separators=(",", ":"),
-            ensure_ascii=False,
+        canonical = canonical_json(
+            {"engine": ENGINE_VERSION, "rules": source.model_dump(mode="json")}
         )
         indicators = source.indicators
         return cls(
             source=source,
-            digest="sha256:" + hashlib.sha256(canonical.encode()).hexdigest(),
+            digest="sha256:" + hashlib.sha256(canonical).hexdigest(),
             grade_words=TermMatcher.build(indicators.grade_words),
             year_words=TermMatcher.build(indicators.year_words),
             minor_terms=TermMatcher.build(indicators.minor_terms),
@@ -212,3 +209,9 @@ def load_rules(path: Path | None = None) -> Rules:
         raise RulesError(f"triage rules file {path} is invalid: {problems}") from exc
     except ValueError as exc:  # a term that folds to nothing
         raise RulesError(f"triage rules file {path} is invalid: {exc}") from exc
+
+
+@cache
+def shipped_rules() -> Rules:
+    """The shipped sample rule set, loaded once (tests and one-report triage use it)."""
+    return load_rules(None)

@@ -11,18 +11,21 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Sequence
 
 from cryptography.exceptions import InvalidTag
 
 from contracts.events import ReportReceivedData
 from ocsea.runtime.crypto import CaseKeyNotFoundError, CaseKeys
 from ocsea.runtime.logging import get_logger
-from services.triage.domain import NOT_READ, CaseReport, SealedContent, read_sealed
+from services.triage.domain.reports import NOT_READ, CaseReport, SealedContent, read_sealed
 
 log = get_logger("ocsea.triage.sealed")
 
 
 class SealedReader:
+    """The `SealedOpener` port over the case keys (None: sealed parts are not read)."""
+
     def __init__(self, keys: CaseKeys | None) -> None:
         self._keys = keys
 
@@ -43,5 +46,5 @@ class SealedReader:
             return NOT_READ
         return read_sealed(personal) if isinstance(personal, dict) else NOT_READ
 
-    async def case_reports(self, received: list[ReportReceivedData]) -> list[CaseReport]:
+    async def case_reports(self, received: Sequence[ReportReceivedData]) -> list[CaseReport]:
         return [CaseReport(r, await self.read(r)) for r in received]

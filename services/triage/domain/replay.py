@@ -1,12 +1,7 @@
-"""Replaying a candidate rule set over past received reports, without publishing anything.
-
-`ocsea triage replay --rules FILE --from T1 --to T2` reads `ocsea.reports.received.v1` from
-Kafka (no consumer group, nothing committed, no producer), combines each case's reports the
-way the live service does, and compares the baseline rules' result with the candidate's for
-every case that received a report in [T1, T2): counts by old -> new priority and
-classification, and the cases that would change. A case's reports before T1 count as
-evidence (as they did live); reports from T2 on are left out. Supervisors' overrides are not
-replayed: the comparison is of rules against rules.
+"""Comparing a candidate rule set with the baseline on the same past reports (`ocsea triage
+replay`): each case that received a report in the range, under both rule sets, and the summary
+printed. A case's reports before the range count as evidence (as they did live). Supervisors'
+overrides are not replayed: the comparison is of rules against rules.
 """
 
 from __future__ import annotations
@@ -16,58 +11,11 @@ import uuid
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
 
-from pydantic import ValidationError
-
-from contracts.events import Envelope, EventType, ReportReceivedData, ReportTriagedData
-from ocsea.runtime.topic_reader import partitions_of, read_to_end
-from services.triage.domain import CaseReport, triage_case
-from services.triage.rules import Rules
-from services.triage.sealed import SealedReader
-
-
-@dataclass(frozen=True)
-class RecordedReport:
-    timestamp_ms: int
-    case_id: uuid.UUID
-    received: ReportReceivedData
-
-
-@dataclass(frozen=True)
-class Recording:
-    reports: list[RecordedReport]
-    skipped: int
-
-
-async def read_received(
-    bootstrap: str, topic: str, *, until_ms: int | None, within_s: float = 120.0
-) -> Recording:
-    """Every `report.received` on the topic up to its end as of now (and before `until_ms`)."""
-    if not await partitions_of(bootstrap, [topic]):
-        raise LookupError(f"topic {topic} does not exist")
-    records = [
-        record
-        async for batch in read_to_end(bootstrap, [topic], within_s=within_s)
-        for record in batch
-    ]
-    reports, skipped = [], 0
-    # Kafka keeps one case's reports in order within its partition; across partitions the
-    # broker's timestamps order them.
-    for record in sorted(records, key=lambda r: (r.timestamp, r.partition, r.offset)):
-        if until_ms is not None and record.timestamp >= until_ms:
-            continue
-        try:
-            envelope = Envelope.model_validate_json(record.value or b"")
-            if envelope.event_type != EventType.REPORT_RECEIVED:
-                skipped += 1
-                continue
-            received = envelope.payload(ReportReceivedData)
-        except ValidationError:
-            skipped += 1
-            continue
-        reports.append(RecordedReport(record.timestamp, envelope.case_id, received))
-    return Recording(reports, skipped)
+from contracts.events import ReportTriagedData
+from services.triage.domain.case import triage_case
+from services.triage.domain.reports import CaseReport
+from services.triage.domain.rules import Rules
 
 
 @dataclass(frozen=True)
@@ -201,29 +149,3 @@ def compare(
             )
         )
     return summary
-
-
-async def replay(
-    *,
-    bootstrap: str,
-    topic: str,
-    baseline: Rules,
-    candidate: Rules,
-    from_at: datetime | None,
-    to_at: datetime | None,
-    sealed: SealedReader,
-) -> ReplaySummary:
-    def ms(moment: datetime | None) -> int | None:
-        return int(moment.astimezone(UTC).timestamp() * 1000) if moment else None
-
-    recording = await read_received(bootstrap, topic, until_ms=ms(to_at))
-    reports = [CaseReport(r.received, await sealed.read(r.received)) for r in recording.reports]
-    return compare(
-        reports,
-        [r.timestamp_ms for r in recording.reports],
-        [r.case_id for r in recording.reports],
-        baseline=baseline,
-        candidate=candidate,
-        from_ms=ms(from_at),
-        skipped=recording.skipped,
-    )

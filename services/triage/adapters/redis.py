@@ -1,6 +1,6 @@
-"""Triage's per-case state in Redis: the case's received reports, its current result, the
-override in force, and the events published for each input (so a redelivered input publishes
-the very same events again, and a restart keeps re-triage working).
+"""Triage's per-case state in Redis (the `CaseState` port): the case's received reports, its
+current result, the override in force, and the events published for each input (so a
+redelivered input publishes the very same events again, and a restart keeps re-triage working).
 
 Redis holds fast, rebuildable state: every value here is also on Kafka (`reports.received`
 holds the inputs, `reports.triaged` the results, overrides and reclassifications).
@@ -10,29 +10,18 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 from pydantic import TypeAdapter
 from redis.asyncio import Redis
 from redis.asyncio.lock import Lock
 
 from contracts.events import Envelope, ReportReceivedData, ReportTriagedData, TriageOverrideInfo
+from services.triage.ports import CaseSnapshot
 
 _EVENTS = TypeAdapter(list[Envelope])
 
 
-@dataclass(frozen=True)
-class CaseSnapshot:
-    """A case as triage finds it when a report arrives."""
-
-    published: bool
-    outcome: list[Envelope] | None
-    reports: list[ReportReceivedData]
-    override: TriageOverrideInfo | None
-    current: ReportTriagedData | None
-
-
-class TriageStore:
+class RedisCaseState:
     def __init__(self, redis: Redis, *, lock_timeout_s: float) -> None:
         self._redis = redis
         self._lock_timeout_s = lock_timeout_s
@@ -47,11 +36,6 @@ class TriageStore:
             self._key(case_id, "lock"),
             timeout=self._lock_timeout_s,
             blocking_timeout=self._lock_timeout_s,
-        )
-
-    async def add_report(self, case_id: uuid.UUID, received: ReportReceivedData) -> None:
-        await self._redis.hsetnx(
-            self._key(case_id, "reports"), str(received.report_id), received.model_dump_json()
         )
 
     async def take_report(self, case_id: uuid.UUID, received: ReportReceivedData) -> CaseSnapshot:
@@ -85,10 +69,6 @@ class TriageStore:
         stored = await self._redis.hget(self._key(case_id, "outcomes"), cause)
         return _EVENTS.validate_json(stored) if stored else None
 
-    async def published(self, case_id: uuid.UUID, cause: str) -> bool:
-        """Whether the input's events are known to be on Kafka (nothing left to do for it)."""
-        return bool(await self._redis.hexists(self._key(case_id, "published"), cause))
-
     async def mark_published(self, case_id: uuid.UUID, cause: str) -> None:
         await self._redis.hset(self._key(case_id, "published"), cause, "1")
 
@@ -121,10 +101,6 @@ class TriageStore:
     async def current(self, case_id: uuid.UUID) -> ReportTriagedData | None:
         stored = await self._redis.get(self._key(case_id, "current"))
         return ReportTriagedData.model_validate_json(stored) if stored else None
-
-    async def override(self, case_id: uuid.UUID) -> TriageOverrideInfo | None:
-        stored = await self._redis.get(self._key(case_id, "override"))
-        return TriageOverrideInfo.model_validate_json(stored) if stored else None
 
     async def history(self, case_id: uuid.UUID) -> list[Envelope]:
         stored = await self._redis.lrange(self._key(case_id, "history"), 0, -1)
