@@ -25,7 +25,7 @@ from typing import Any
 
 import httpx
 import pytest
-from fastapi.routing import APIRoute
+from fastapi.routing import APIRoute, iter_route_contexts
 from starlette.routing import Mount, Route
 
 from ocsea.runner import SERVICES
@@ -176,11 +176,14 @@ def enumerate_routes(settings: Settings) -> tuple[list[Endpoint], list[str]]:
             skipped.append(f"{name}: {spec.module} is not there")
             continue
         app = spec.build(settings)
-        for route in app.routes:
+        # Routes of included routers, with their prefixes (FastAPI keeps them apart).
+        for context in iter_route_contexts(app.routes):
+            route, path = context.original_route, context.path or ""
             if isinstance(route, Mount):
-                found.append(Endpoint(name, "GET", f"{route.path}/{{path}}"))
+                found.append(Endpoint(name, "GET", f"{path}/{{path}}"))
             elif isinstance(route, APIRoute | Route):
-                found += [Endpoint(name, m, route.path) for m in route.methods or () if m != "HEAD"]
+                methods = context.methods or ()
+                found += [Endpoint(name, m, path) for m in methods if m != "HEAD"]
             else:
                 raise AssertionError(f"{name}: a route the matrix cannot classify: {route!r}")
     return found, skipped
