@@ -25,13 +25,13 @@ from enum import StrEnum
 from typing import Protocol, TypeVar
 
 import httpx
-from fastapi import HTTPException
 from faststream.kafka import KafkaBroker
 from pydantic import BaseModel, ConfigDict, Field
 
 from contracts import topics
 from contracts.events import Actor, ActorKind, CaseAccessData, EventType, make_event
 from ocsea.runtime.auth import Principal, Role
+from ocsea.runtime.errors import ApiError
 from ocsea.runtime.kafka import publish_event
 from ocsea.runtime.logging import get_logger
 
@@ -106,13 +106,11 @@ def actor_of(principal: Principal) -> Actor:
     return Actor(kind=ActorKind(principal.role.value), id=principal.name, agency=principal.agency)
 
 
-def access_not_recorded() -> HTTPException:
-    return HTTPException(
+def access_not_recorded() -> ApiError:
+    return ApiError(
         503,
-        {
-            "code": "access_not_recorded",
-            "message": "the read could not be recorded, so nothing is shown; retry",
-        },
+        "access_not_recorded",
+        "the read could not be recorded, so nothing is shown; retry",
         headers={"Retry-After": "5"},
     )
 
@@ -245,12 +243,10 @@ class GroundsClient:
         return found
 
 
-def grounds_unavailable() -> HTTPException:
-    return HTTPException(
+def grounds_unavailable() -> ApiError:
+    return ApiError(
         503,
-        {
-            "code": "access_not_checked",
-            "message": "the access rule could not be checked, so nothing is shown; retry",
-        },
+        "access_not_checked",
+        "the access rule could not be checked, so nothing is shown; retry",
         headers={"Retry-After": "5"},
     )
