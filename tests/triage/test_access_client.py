@@ -9,7 +9,6 @@ from typing import Any, cast
 
 import httpx
 import pytest
-from fastapi import HTTPException
 from faststream.kafka import KafkaBroker
 
 from contracts import topics
@@ -21,6 +20,7 @@ from ocsea.runtime.access import (
     GroundsUnavailableError,
 )
 from ocsea.runtime.auth import Principal, Role
+from ocsea.runtime.errors import ApiError
 
 SUPERVISOR = Principal(name="supervisor-erbil-cpu", role=Role.SUPERVISOR, agency="erbil-cpu")
 AUDITOR = Principal(name="auditor", role=Role.AUDITOR)
@@ -69,10 +69,9 @@ async def test_a_read_is_published_on_the_access_topic_keyed_by_its_case() -> No
 
 
 async def test_a_read_that_cannot_be_recorded_is_refused() -> None:
-    with pytest.raises(HTTPException) as refused:
+    with pytest.raises(ApiError) as refused:
         await access_log(FakeBroker(fail=True)).viewed(uuid.uuid4(), AUDITOR, reason="auditor")
-    assert refused.value.status_code == 503
-    assert cast(dict[str, str], refused.value.detail)["code"] == "access_not_recorded"
+    assert (refused.value.status, refused.value.code) == (503, "access_not_recorded")
 
 
 async def test_a_refusal_stands_whether_or_not_it_is_recorded() -> None:
