@@ -90,6 +90,14 @@ class IntakeSettings(BaseSettings):
         description="How long an Idempotency-Key stays reserved by a request in progress "
         "(if its process dies before answering, the key is free again after this)",
     )
+    held_event_ttl_s: int = Field(
+        default=7 * 24 * 3600,
+        ge=60,
+        description="How long a report's event, prepared but not yet remembered (the broker "
+        "did not acknowledge it, or intake stopped before remembering it), is kept so that a "
+        "retry publishes the very same bytes. A retry after this makes the event afresh: "
+        "if the first one did land, the audit ledger records the two as a conflict",
+    )
     duplicate_window_s: int = Field(
         default=400 * 24 * 3600,
         ge=60,

@@ -16,10 +16,11 @@ from bench.e2e.profile import top_functions
 from bench.e2e.reports import make_report, ndjson, p1_report
 from bench.e2e.stats import parse_replicas, percentile, service_of, summarise
 from contracts.reports import PartnerReport
-from services.intake.batch import parse_ndjson
-from services.intake.canonical import Normalisers, canonical_report
-from services.intake.matching import Matcher
-from services.intake.reference import Gazetteer, Vocabulary
+from services.intake.domain.batch import parse_ndjson
+from services.intake.domain.canonical import Normalisers, canonical_report
+from services.intake.domain.matching import Matcher
+from services.intake.domain.reference import Gazetteer, Vocabulary
+from services.intake.handlers.reading import JsonReader
 
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
 
@@ -115,7 +116,7 @@ def test_generation_is_reproducible() -> None:
 
 def test_batch_body_is_ndjson_intake_reads(refs: Normalisers) -> None:
     body = ndjson(make_report(n, "r", "ngo", now=NOW) for n in range(5))
-    batch = parse_ndjson(body.decode(), max_rows=1000)
+    batch = parse_ndjson(body.decode(), max_rows=1000, read_json=JsonReader().read)
     assert [row.line for row in batch.rows] == [1, 2, 3, 4, 5]
     assert all(row.problem is None and row.content for row in batch.rows)
 

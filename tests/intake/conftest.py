@@ -7,9 +7,9 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from services.intake.canonical import Normalisers
-from services.intake.matching import Matcher
-from services.intake.reference import Gazetteer, Vocabulary
+from services.intake.domain.canonical import Normalisers
+from services.intake.domain.matching import Matcher
+from services.intake.domain.reference import Gazetteer, Vocabulary
 
 FIXTURES = Path(__file__).parent / "fixtures"
 BAGHDAD = ZoneInfo("Asia/Baghdad")

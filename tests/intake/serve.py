@@ -10,7 +10,7 @@ import uvicorn
 from ocsea.runtime.logging import configure_logging
 from ocsea.runtime.settings import Settings
 from ocsea.runtime.telemetry import tracer_provider
-from services.intake.app import build
+from services.intake.bootstrap import build
 
 
 def main() -> None:

@@ -4,88 +4,29 @@ reference for a case, and a row the broker cannot take is that row's answer alon
 
 from __future__ import annotations
 
-import asyncio
 import uuid
-from collections.abc import Iterable, Sequence
-from typing import Any, cast
-from zoneinfo import ZoneInfo
+from typing import Any
 
 import pytest
-from aiokafka.errors import KafkaTimeoutError, MessageSizeTooLargeError
 
 from contracts import topics
-from contracts.events import EncryptedBlob, SourceFormat
-from services.intake.acceptance import Acceptor, Delivery
-from services.intake.canonical import Normalisers, canonical_report
-from services.intake.matching import Matcher
-from services.intake.store import CaseContext, Earlier
-
-SECRET = b"s" * 32
-
-
-class FakeBroker:
-    """Holds every publish until `expected` of them are in flight at once (or a second has
-    passed), so a test sees whether publishes overlap or follow one another."""
-
-    def __init__(self, expected: int = 1, failing: dict[int, BaseException] | None = None):
-        self.expected = expected
-        self.failing = failing or {}
-        self.in_flight = self.most_in_flight = 0
-        self.published: list[tuple[str, bytes]] = []
-        self.all_in = asyncio.Event()
-
-    async def publish(self, message: bytes, *, topic: str, **_: Any) -> None:
-        number = len(self.published)
-        self.published.append((topic, message))
-        self.in_flight += 1
-        self.most_in_flight = max(self.most_in_flight, self.in_flight)
-        if self.in_flight >= self.expected:
-            self.all_in.set()
-        try:
-            await asyncio.wait_for(self.all_in.wait(), timeout=1)
-        except TimeoutError:
-            pass
-        finally:
-            self.in_flight -= 1
-        if number in self.failing:
-            raise self.failing[number]
+from contracts.events import SourceFormat
+from services.intake.domain.canonical import Normalisers, canonical_report
+from services.intake.domain.matching import Matcher
+from services.intake.domain.planning import Delivery
+from services.intake.handlers.acceptance import Acceptor
+from services.intake.ports import EventTooLarge
+from tests.intake.fakes import SECRET, FakePublisher, MemoryStore, World
 
 
-class FakeKeys:
-    async def seal(self, case_id: uuid.UUID, plaintext: bytes) -> EncryptedBlob:
-        return EncryptedBlob(key_id=str(case_id), nonce="bm9uY2U=", ciphertext="c2VhbGVk")
-
-
-class FakeStore:
-    """An index holding identifier links to existing cases, and who opened them."""
-
-    def __init__(self, links: dict[str, uuid.UUID] | None = None,
-                 openers: dict[uuid.UUID, str] | None = None) -> None:  # fmt: skip
-        self.links = links or {}
-        self.openers = openers or {}
-
-    async def lookup(
-        self, fingerprints: Sequence[str], link_digests: Sequence[str]
-    ) -> tuple[list[Earlier | None], dict[str, uuid.UUID]]:
-        found = {d: self.links[d] for d in link_digests if d in self.links}
-        return [None] * len(fingerprints), found
-
-    async def cases(self, case_ids: Iterable[uuid.UUID]) -> dict[uuid.UUID, CaseContext]:
-        return {c: CaseContext([], self.openers.get(c)) for c in case_ids}
-
-
-def acceptor(refs: Normalisers, broker: FakeBroker, store: FakeStore | None = None) -> Acceptor:
-    return Acceptor(
-        broker=cast(Any, broker),
-        keys=cast(Any, FakeKeys()),
-        store=cast(Any, store or FakeStore()),
-        matcher=Matcher(SECRET, refs.vocabulary),
-        gazetteer=refs.gazetteer,
-        vocabulary=refs.vocabulary,
-        zone=ZoneInfo("Asia/Baghdad"),
-        publish_timeout_s=5,
-        seal_concurrency=4,
-    )
+def acceptor(
+    refs: Normalisers, broker: FakePublisher, store: MemoryStore | None = None
+) -> Acceptor:
+    world = World(refs)
+    world.publisher = broker
+    if store is not None:
+        world.store = store
+    return world.acceptor()
 
 
 def report(refs: Normalisers, narrative: str, phone: str | None = None) -> Any:
@@ -99,39 +40,39 @@ async def test_a_batch_is_published_with_all_its_rows_in_flight_together(
     refs: Normalisers,
 ) -> None:
     rows = 40
-    broker = FakeBroker(expected=rows)
+    broker = FakePublisher(together=rows)
     intake = acceptor(refs, broker)
     prepared = [intake.prepare("ngo-b", report(refs, f"row {i}")) for i in range(rows)]
     acceptance = await intake.accept("ngo-b", prepared, SourceFormat.BATCH, topics.Lane.BULK)
     assert broker.most_in_flight == rows  # not one awaited send after another
     assert [o.delivery for o in acceptance.outcomes] == [Delivery.PUBLISHED] * rows
-    assert {t for t, _ in broker.published} == {topics.REPORTS_RECEIVED_BULK}
+    assert {t for t, _ in broker.sent} == {topics.REPORTS_RECEIVED_BULK}
     assert len(acceptance.accepted) == rows
     assert {a.lane for a in acceptance.accepted} == {"bulk"}
 
 
 async def test_a_single_report_goes_to_the_live_lane(refs: Normalisers) -> None:
-    broker = FakeBroker()
+    broker = FakePublisher()
     intake = acceptor(refs, broker)
     prepared = intake.prepare("hotline-a", report(refs, "one"))
     acceptance = await intake.accept(
         "hotline-a", [prepared], SourceFormat.PARTNER_JSON, topics.Lane.LIVE
     )
-    assert [t for t, _ in broker.published] == [topics.REPORTS_RECEIVED]
+    assert [t for t, _ in broker.sent] == [topics.REPORTS_RECEIVED]
     [outcome] = acceptance.outcomes
     assert outcome.published
     assert outcome.case_ref == outcome.case_id  # it opened the case
 
 
 async def test_a_row_the_broker_does_not_take_is_that_rows_answer(refs: Normalisers) -> None:
-    broker = FakeBroker(expected=3, failing={1: KafkaTimeoutError(), 2: MessageSizeTooLargeError()})
+    broker = FakePublisher(together=3, failures={1: TimeoutError(), 2: EventTooLarge()})
     intake = acceptor(refs, broker)
     prepared = [intake.prepare("ngo-b", report(refs, f"row {i}")) for i in range(3)]
     acceptance = await intake.accept("ngo-b", prepared, SourceFormat.BATCH, topics.Lane.BULK)
     deliveries = {o.report_id: o.delivery for o in acceptance.outcomes}
     published_order = [
         next(o for o in acceptance.outcomes if str(o.report_id).encode() in message)
-        for _, message in broker.published
+        for _, message in broker.sent
     ]
     assert [deliveries[o.report_id] for o in published_order] == [
         Delivery.PUBLISHED, Delivery.UNAVAILABLE, Delivery.TOO_LARGE
@@ -147,10 +88,10 @@ async def test_each_partner_holds_its_own_reference_for_a_shared_case(
     phone = "0750 123 4567"
     [survivor_key] = matcher.keys("any", report(refs, "x", phone))
     case_id = uuid.uuid4()
-    store = FakeStore({survivor_key.digest: case_id}, {case_id: "hotline-a"})
+    store = MemoryStore(links={survivor_key.digest: case_id}, openers={case_id: "hotline-a"})
 
     async def joined(partner: str, narrative: str) -> tuple[uuid.UUID, uuid.UUID]:
-        intake = acceptor(refs, FakeBroker(), store)
+        intake = acceptor(refs, FakePublisher(), store)
         prepared = intake.prepare(partner, report(refs, narrative, phone))
         acceptance = await intake.accept(
             partner, [prepared], SourceFormat.PARTNER_JSON, topics.Lane.LIVE
@@ -186,9 +127,9 @@ def test_a_new_case_id_cannot_be_worked_out_from_the_report_id(
 ) -> None:
     """Both ids come from the keyed fingerprint, neither from the other: a partner cannot
     compute, from its report id, the case id its report would have opened."""
-    from services.intake.domain import new_case_id_for, report_id_for
+    from services.intake.domain.facts import new_case_id_for, report_id_for
 
-    intake = acceptor(refs, FakeBroker())
+    intake = acceptor(refs, FakePublisher())
     prepared = intake.prepare(partner, report(refs, "x"))
     report_id = report_id_for(partner, prepared.fingerprint)
     case_id = new_case_id_for(partner, prepared.fingerprint)
@@ -198,7 +139,7 @@ def test_a_new_case_id_cannot_be_worked_out_from_the_report_id(
 
 
 async def test_a_report_too_large_to_carry_is_refused_before_sealing(refs: Normalisers) -> None:
-    broker = FakeBroker()
+    broker = FakePublisher()
     intake = acceptor(refs, broker)
     intake.max_event_bytes = 64 * 1024
     big = intake.prepare("tipline-c", report(refs, "x " * 9_000 + "end"))
@@ -208,4 +149,4 @@ async def test_a_report_too_large_to_carry_is_refused_before_sealing(refs: Norma
         "tipline-c", [big, small], SourceFormat.BATCH, topics.Lane.BULK
     )
     assert [o.delivery for o in acceptance.outcomes] == [Delivery.TOO_LARGE, Delivery.PUBLISHED]
-    assert len(broker.published) == 1
+    assert len(broker.sent) == 1

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import pytest
 
-from services.intake.batch import CSV_COLUMNS, csv_report, decode, parse_csv, parse_ndjson
-from services.intake.canonical import Normalisers, canonical_report
-from services.intake.refusals import Refusal
+from services.intake.domain.batch import CSV_COLUMNS, csv_report, decode, parse_csv, parse_ndjson
+from services.intake.domain.canonical import Normalisers, canonical_report
+from services.intake.domain.refusals import Refusal
+from services.intake.handlers.reading import JsonReader
+
+READ_JSON = JsonReader().read
 
 
 def test_ndjson_rows_keep_their_line_numbers() -> None:
     text = '{"channel": "ngo"}\n\n{not json}\n[1]\n{"channel": "hotline"}\n'
-    batch = parse_ndjson(text, max_rows=10)
+    batch = parse_ndjson(text, max_rows=10, read_json=READ_JSON)
     assert [(r.line, r.problem.code if r.problem else None) for r in batch.rows] == [
         (1, None),
         (3, "invalid_json"),
@@ -76,7 +79,7 @@ def test_unknown_columns_refuse_the_whole_upload() -> None:
 
 def test_too_many_rows_refuse_the_whole_upload() -> None:
     with pytest.raises(Refusal) as caught:
-        parse_ndjson('{"channel": "ngo"}\n' * 11, max_rows=10)
+        parse_ndjson('{"channel": "ngo"}\n' * 11, max_rows=10, read_json=READ_JSON)
     assert (caught.value.status, caught.value.code, caught.value.field) == (
         422,
         "too_many_items",
@@ -88,8 +91,13 @@ def test_too_many_rows_refuse_the_whole_upload() -> None:
 
 @pytest.mark.parametrize("text", ["", "\n\n", "channel\n"])
 def test_empty_uploads_are_refused(text: str) -> None:
+    def parse() -> object:
+        if text.startswith("channel"):
+            return parse_csv(text, max_rows=10)
+        return parse_ndjson(text, max_rows=10, read_json=READ_JSON)
+
     with pytest.raises(Refusal) as caught:
-        (parse_csv if text.startswith("channel") else parse_ndjson)(text, max_rows=10)
+        parse()
     assert caught.value.code == "empty_batch"
 
 

@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 
 from contracts.reports import Channel, Governorate, Language, RiskFlag, ViolenceType
-from services.intake.canonical import Normalisers, canonical_report
-from services.intake.refusals import Refusal
+from services.intake.domain.canonical import Normalisers, canonical_report
+from services.intake.domain.refusals import Refusal
 
 SPELLED_OUT: dict[str, Any] = {
     "channel": "Hotline",

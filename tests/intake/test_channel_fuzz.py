@@ -23,11 +23,12 @@ from hypothesis import strategies as st
 
 from contracts.reports import PartnerReport
 from ocsea.runtime import safe_json
-from services.intake.batch import CSV_COLUMNS, JsonLimits, read_upload
-from services.intake.canonical import Normalisers, canonical_report
-from services.intake.cybertipline import parse_cybertipline
-from services.intake.reading import Deadline
-from services.intake.refusals import Refusal
+from services.intake.domain.batch import CSV_COLUMNS, read_upload
+from services.intake.domain.canonical import Normalisers, canonical_report
+from services.intake.domain.cybertipline import parse_cybertipline
+from services.intake.domain.deadline import Deadline
+from services.intake.domain.refusals import Refusal
+from services.intake.handlers.reading import JsonReader
 from tests.intake.conftest import FIXTURES
 
 EXAMPLES = int(os.environ.get("OCSEA_FUZZ_EXAMPLES", "150"))
@@ -292,7 +293,7 @@ def test_every_ndjson_line_gets_its_own_answer(refs: Normalisers, rows: list[str
             "ndjson",
             None,
             max_rows=10,
-            limits=JsonLimits(),
+            read_json=JsonReader().read,
             partner_kind="ngo",
             refs=refs,
             deadline=Deadline.after(10),
@@ -337,7 +338,7 @@ def test_every_csv_record_gets_its_own_answer(
             "csv",
             None,
             max_rows=10,
-            limits=JsonLimits(),
+            read_json=JsonReader().read,
             partner_kind="ngo",
             refs=refs,
             deadline=Deadline.after(10),

@@ -11,10 +11,10 @@ import pytest
 from defusedxml.ElementTree import fromstring
 
 from contracts.reports import Channel, Governorate, HashType, IndustryClassification
-from services.intake.canonical import Normalisers
-from services.intake.cybertipline import parse_cybertipline
-from services.intake.normalise import e164, parse_datetime, parse_years
-from services.intake.refusals import Refusal
+from services.intake.domain.canonical import Normalisers
+from services.intake.domain.cybertipline import parse_cybertipline
+from services.intake.domain.normalise import e164, parse_datetime, parse_years
+from services.intake.domain.refusals import Refusal
 from tests.intake.conftest import BAGHDAD, FIXTURES
 
 FULL = (FIXTURES / "cybertipline_full.xml").read_bytes()

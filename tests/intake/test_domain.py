@@ -9,8 +9,8 @@ from typing import Any
 
 from contracts.events import SourceFormat
 from contracts.reports import Governorate
-from services.intake.canonical import Normalisers, canonical_report
-from services.intake.domain import Linking, Normalised, normalise
+from services.intake.domain.canonical import Normalisers, canonical_report
+from services.intake.domain.facts import Linking, Normalised, normalise
 from tests.intake.conftest import BAGHDAD
 
 RECEIVED = datetime(2026, 11, 20, 9, 0, tzinfo=UTC)

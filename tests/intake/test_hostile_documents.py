@@ -9,11 +9,15 @@ import time
 import pytest
 
 from ocsea.runtime import safe_json
-from services.intake.batch import JsonLimits, decode, parse_ndjson, read_upload
-from services.intake.canonical import Normalisers, canonical_report
-from services.intake.cybertipline import XmlLimits, parse_cybertipline, parse_document
-from services.intake.reading import Deadline, DeadlinePassed
-from services.intake.refusals import Refusal
+from services.intake.domain.batch import decode, parse_ndjson, read_upload
+from services.intake.domain.canonical import Normalisers, canonical_report
+from services.intake.domain.cybertipline import parse_cybertipline
+from services.intake.domain.deadline import Deadline, DeadlinePassed
+from services.intake.domain.refusals import Refusal
+from services.intake.domain.xml_document import XmlLimits, parse_document
+from services.intake.handlers.reading import JsonReader
+
+READ_JSON = JsonReader().read
 
 GOOD = '{"channel": "ngo", "narrative": "fine"}'
 
@@ -70,7 +74,7 @@ def test_a_bad_ndjson_line_is_that_rows_problem_only() -> None:
         GOOD.replace("fine", "also fine"),
         '{"channel": "ngo", "narrative": "\\u0000"}',
     ]
-    batch = parse_ndjson("\n".join(lines), max_rows=10)
+    batch = parse_ndjson("\n".join(lines), max_rows=10, read_json=READ_JSON)
     problems = {
         r.line: (r.problem.code, r.problem.field) if r.problem else None for r in batch.rows
     }
@@ -87,7 +91,7 @@ def test_a_bad_ndjson_line_is_that_rows_problem_only() -> None:
 def test_only_newlines_end_an_ndjson_row() -> None:
     # U+2028 is allowed unescaped inside a JSON string; `splitlines` would cut the row there.
     row = '{"channel": "ngo", "narrative": "one\u2028two"}'
-    [only] = parse_ndjson(row + "\r\n", max_rows=2).rows
+    [only] = parse_ndjson(row + "\r\n", max_rows=2, read_json=READ_JSON).rows
     assert only.problem is None
     assert only.content == {"channel": "ngo", "narrative": "one\u2028two"}
 
@@ -99,7 +103,7 @@ def test_an_upload_reads_good_rows_past_bad_ones(refs: Normalisers) -> None:
         "ndjson",
         None,
         max_rows=10,
-        limits=JsonLimits(),
+        read_json=READ_JSON,
         partner_kind="ngo",
         refs=refs,
         deadline=Deadline.after(10),
@@ -119,7 +123,7 @@ def test_a_csv_cell_with_a_nul_is_refused_with_its_column(refs: Normalisers) -> 
         "csv",
         None,
         max_rows=10,
-        limits=JsonLimits(),
+        read_json=READ_JSON,
         partner_kind="ngo",
         refs=refs,
         deadline=Deadline.after(10),
@@ -136,7 +140,7 @@ def test_reading_stops_at_the_deadline(refs: Normalisers) -> None:
             "ndjson",
             None,
             max_rows=100,
-            limits=JsonLimits(),
+            read_json=READ_JSON,
             partner_kind=None,
             refs=refs,
             deadline=Deadline(time.monotonic() - 1),

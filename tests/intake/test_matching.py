@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from services.intake.batch import parse_csv, parse_ndjson
-from services.intake.canonical import Normalisers, canonical_report
-from services.intake.matching import LinkReason, Matcher
+from services.intake.domain.batch import parse_csv, parse_ndjson
+from services.intake.domain.canonical import Normalisers, canonical_report
+from services.intake.domain.matching import LinkReason, Matcher
+from services.intake.handlers.reading import JsonReader
 
 REPORT: dict[str, Any] = {
     "channel": "ngo",
@@ -30,6 +31,7 @@ def test_the_same_report_on_any_channel_has_one_fingerprint(
         '{"phone": "+964 770 123 4567"}, "age": "١٤"}], "reported_persons": '
         '[{"online_identifiers": [{"handle": "@Bad.Guy", "platform": "IG"}]}]}',
         10,
+        JsonReader().read,
     ).rows
     [csv_row] = parse_csv(
         "channel,survivor_age,survivor_phone,reported_platform,reported_handle,categories\n"

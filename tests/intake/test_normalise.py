@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from contracts.reports import Governorate
 from ocsea.text import ARABIC_INDIC_DIGITS, EXTENDED_ARABIC_INDIC_DIGITS, nfc, western_digits
-from services.intake.normalise import (
+from services.intake.domain.normalise import (
     canonical_handle,
     canonical_url,
     e164,
@@ -20,7 +20,7 @@ from services.intake.normalise import (
     parse_datetime,
     parse_years,
 )
-from services.intake.reference import Gazetteer
+from services.intake.domain.reference import Gazetteer
 
 BAGHDAD = ZoneInfo("Asia/Baghdad")
 DIGIT_SETS = ("0123456789", ARABIC_INDIC_DIGITS, EXTENDED_ARABIC_INDIC_DIGITS)

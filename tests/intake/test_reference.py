@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from services.intake.reference import Gazetteer, ReferenceDataError, Vocabulary
+from services.intake.domain.reference import Gazetteer, ReferenceDataError, Vocabulary
 
 
 def write(tmp_path: Path, text: str) -> Path:

@@ -17,9 +17,9 @@ from redis.asyncio import Redis
 
 from contracts import topics
 from ocsea.runtime.crypto import load_or_create_master_key
-from services.intake.canonical import Normalisers, canonical_report
-from services.intake.matching import Matcher
-from services.intake.reference import Gazetteer, Vocabulary
+from services.intake.domain.canonical import Normalisers, canonical_report
+from services.intake.domain.matching import Matcher
+from services.intake.domain.reference import Gazetteer, Vocabulary
 from tests.intake.conftest import BAGHDAD, FIXTURES
 from tests.intake.support import Intake, envelopes, read_since, start_intake
 from tests.support import end_offsets

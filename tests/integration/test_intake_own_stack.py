@@ -8,8 +8,8 @@ stopped, and its topics are not filled with generated reports.
 2. The partner's status view following (synthetic) triage and routing events.
 3. The broker really down: `503` with `Retry-After` and no partial state; once it is back, the
    same request is taken, and what the broker may have kept from the failed attempt is the
-   very same event (same id), which consumers deduplicate. This intake's Redis is the shared
-   one, so that stopping the broker stops only the broker.
+   very same event (same id, same bytes), which consumers deduplicate. This intake's Redis is
+   the shared one, so that stopping the broker stops only the broker.
 """
 
 from __future__ import annotations
@@ -511,14 +511,13 @@ async def test_a_broker_outage_answers_503_and_leaves_nothing_behind(
         assert await redis.exists(idempotency_record)
         assert len(await remembered(redis, intake, "hotline-a", body)) == 3  # dup, status, link
 
-        # What the broker holds of this report is one event, whatever the failed attempt left.
-        events = [
-            e
-            for e in envelopes(await read_since(intake.bootstrap, topics.REPORTS_RECEIVED, {}))
-            if e["report_id"] == accepted["report_id"]
-        ]
+        # What the broker holds of this report is one event, whatever the failed attempt left:
+        # the same id and the same bytes (the retry sends the event the first attempt held).
+        records = await read_since(intake.bootstrap, topics.REPORTS_RECEIVED, {})
+        events = [e for e in envelopes(records) if e["report_id"] == accepted["report_id"]]
         assert len(events) >= 1
         assert len({e["event_id"] for e in events}) == 1
+        assert len({r.value for r in records if accepted["report_id"].encode() in r.value}) == 1
         replay = await client.post(url, json=body, headers=headers)
         assert replay.json() == accepted
     finally:

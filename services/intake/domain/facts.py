@@ -1,4 +1,4 @@
-"""Intake's pure rules: split a canonical report into what travels in the clear and what is sealed.
+"""A canonical report split into what travels in the clear and what is sealed.
 
 Triage and routing need ages, categories, area, language and flags; they never need names,
 contacts, identifiers, file hashes, URLs or the narrative, which are sealed under the case's
@@ -21,8 +21,8 @@ from contracts.events import (
     derived_event_id,
 )
 from contracts.reports import Governorate, PartnerReport, Survivor
-from services.intake.normalise import local_date
-from services.intake.reference import Gazetteer, Vocabulary
+from services.intake.domain.normalise import local_date
+from services.intake.domain.reference import Gazetteer, Vocabulary
 
 # Evidence, in a file's description, that it depicts a minor: every industry grade (A1–B2)
 # does, and so does CyberTipline's `infant` annotation.
@@ -202,8 +202,9 @@ def clear_facts(
 
 
 # Ids are functions of the report's keyed fingerprint: a retry of a report whose first
-# publish was acknowledged but never answered (a timeout, a crash) yields the very same
-# event, which every consumer already deduplicates on `event_id`.
+# publish was acknowledged but never answered (a timeout, a crash) yields an event with the
+# same id, which every consumer deduplicates on `event_id`; the event held for the report
+# (`Held` in planning.py) makes it the same bytes too.
 def report_id_for(partner_id: str, fingerprint: str) -> uuid.UUID:
     return derived_event_id("intake", "report", partner_id, fingerprint)
 

@@ -18,7 +18,7 @@ from urllib.parse import parse_qs, urlsplit
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from contracts.reports import Governorate, Language
-from services.intake.normalise import canonical_handle, clean, fold, fold_words
+from services.intake.domain.normalise import canonical_handle, clean, fold, fold_words
 
 HERE = Path(__file__).parent
 SAMPLE_PLACES = HERE / "places.toml"

@@ -10,15 +10,14 @@ import codecs
 import csv
 import io
 import itertools
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 from contracts.reports import BatchRowResult, BatchRowStatus, PartnerReport
-from ocsea.runtime import safe_json
-from services.intake.canonical import Normalisers, canonical_report
-from services.intake.reading import Deadline
-from services.intake.refusals import Problem, Refusal
+from services.intake.domain.canonical import Normalisers, canonical_report
+from services.intake.domain.deadline import Deadline
+from services.intake.domain.refusals import Problem, Refusal
 
 NDJSON_TYPES = frozenset(
     {"application/x-ndjson", "application/ndjson", "application/jsonl", "application/x-jsonl",
@@ -145,14 +144,13 @@ def _too_many(count: int, limit: int) -> Refusal:
     )
 
 
-@dataclass(frozen=True)
-class JsonLimits:
-    max_depth: int = safe_json.DEFAULT_MAX_DEPTH
-    max_int_digits: int = safe_json.DEFAULT_MAX_INT_DIGITS
+ReadJson = Callable[[str], Any]
+"""Reads one JSON document under the channel's limits (depth, integer length, duplicate keys,
+NUL…), or raises a `Refusal` naming the place; the service gives its hardened reader."""
 
 
 def parse_ndjson(
-    text: str, max_rows: int, limits: JsonLimits = JsonLimits(), deadline: Deadline | None = None
+    text: str, max_rows: int, read_json: ReadJson, deadline: Deadline | None = None
 ) -> Batch:
     """One row per non-blank line; a line that is not acceptable JSON (malformed, too deep, a
     duplicate key…) is that row's problem, with the place in the line, and the others go on."""
@@ -168,12 +166,10 @@ def parse_ndjson(
         if deadline is not None:
             deadline.check()
         try:
-            content = safe_json.loads(
-                line, max_depth=limits.max_depth, max_int_digits=limits.max_int_digits
-            )
-        except safe_json.JsonRefused as refused:
-            code = "invalid_json" if refused.code == "invalid_json" else refused.code
-            rows.append(Row(number, None, Problem(refused.path or "body", code, refused.message)))
+            content = read_json(line)
+        except Refusal as refused:
+            rows.append(Row(number, None, Problem(refused.field or "body", refused.code,
+                                                  refused.message)))  # fmt: skip
             continue
         if not isinstance(content, dict):
             rows.append(Row(number, None, Problem("body", "invalid_request", "not an object")))
@@ -314,7 +310,7 @@ def read_upload(
     charset: str | None,
     *,
     max_rows: int,
-    limits: JsonLimits,
+    read_json: ReadJson,
     partner_kind: str | None,
     refs: Normalisers,
     deadline: Deadline,
@@ -325,7 +321,7 @@ def read_upload(
     batch = (
         parse_csv(text, max_rows, deadline)
         if kind == "csv"
-        else parse_ndjson(text, max_rows, limits, deadline)
+        else parse_ndjson(text, max_rows, read_json, deadline)
     )
     upload = Upload([], {})
     for row in batch.rows:

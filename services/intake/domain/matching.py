@@ -18,8 +18,14 @@ from enum import StrEnum
 
 from contracts.events import canonical_json
 from contracts.reports import Contact, OnlineIdentifier, PartnerReport
-from services.intake.normalise import canonical_email, canonical_handle, canonical_url, e164, fold
-from services.intake.reference import Vocabulary
+from services.intake.domain.normalise import (
+    canonical_email,
+    canonical_handle,
+    canonical_url,
+    e164,
+    fold,
+)
+from services.intake.domain.reference import Vocabulary
 
 
 class LinkReason(StrEnum):

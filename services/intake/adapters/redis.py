@@ -1,10 +1,12 @@
 """Intake's Redis state: admission (rate limits and Idempotency-Key reservations), idempotent
-answers, the duplicate and link index, and the partners' report-status projection.
+answers, the duplicate and link index, held events, and the partners' report-status projection.
 
 All of it is fast, rebuildable state beside Kafka (the source of truth). The index holds only
 keyed hashes (HMAC) of identifiers, and is written only after the broker acknowledged a
-report: a report that was not published leaves nothing here (an Idempotency-Key reserved for
-it is released).
+report: a report that was not published leaves nothing in it (an Idempotency-Key reserved for
+it is released). What such a report does leave is its held event (`held:{report_id}`, the
+event as first prepared, its personal part sealed), so that a retry sends the same bytes; it
+goes soon after the report is remembered, or after `OCSEA_INTAKE_HELD_EVENT_TTL_S`.
 
 What partners see is kept apart per partner: the reference a partner was given for a case
 (`case_ref`), and the classification a partner may see for it (`case-view:{case}:{partner}`),
@@ -13,19 +15,32 @@ which only ever comes from triage results drawn from that partner's own reports.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
 import uuid
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
 
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
 from contracts.events import PartnerAssessment
 from services.intake.config import IntakeSettings
+from services.intake.domain.planning import CaseContext, Earlier, Held, LinkedReport
+from services.intake.domain.status import ReportStatusRecord
+from services.intake.ports import (
+    AcceptedReport,
+    Admission,
+    DuplicateReceipt,
+    Lookup,
+    RateLimit,
+    Reservation,
+    StoredAnswer,
+    StoreUnavailable,
+)
 
 PREFIX = "ocsea:intake"
 OPENER, JOINED = "opened", "joined"
@@ -57,102 +72,6 @@ return 0
 """
 
 
-@dataclass(frozen=True)
-class RateLimit:
-    per_minute: int
-    burst: int
-
-
-@dataclass(frozen=True)
-class StoredAnswer:
-    request_digest: str
-    status: int
-    body: dict[str, Any]
-
-
-@dataclass(frozen=True)
-class Reservation:
-    """An Idempotency-Key held by a request in progress."""
-
-    partner: str
-    key: str
-    request_digest: str
-    token: str
-
-    def stored(self) -> str:
-        return json.dumps({"request": self.request_digest, "pending": self.token})
-
-
-@dataclass(frozen=True)
-class Admission:
-    """What admitting a request found: how long to wait (rate limit), else what the request's
-    Idempotency-Key already held (None: it is now reserved for this request)."""
-
-    wait_s: int
-    earlier: StoredAnswer | None = None
-    in_progress_digest: str | None = None
-
-
-@dataclass(frozen=True)
-class Earlier:
-    report_id: uuid.UUID
-    case_id: uuid.UUID
-    case_ref: uuid.UUID
-
-
-@dataclass(frozen=True)
-class LinkedReport:
-    report_id: uuid.UUID
-    partner_id: str
-
-
-@dataclass(frozen=True)
-class CaseContext:
-    """An existing case as intake knows it: its latest reports and who opened it."""
-
-    reports: list[LinkedReport]
-    opener: str | None
-
-
-@dataclass(frozen=True)
-class AcceptedReport:
-    """What to remember once a report is in Kafka."""
-
-    partner_id: str
-    report_id: uuid.UUID
-    case_id: uuid.UUID
-    case_ref: uuid.UUID
-    opened_case: bool
-    fingerprint: str
-    link_digests: Sequence[str]
-    received_at: datetime
-    source_format: str
-    lane: str
-    linked: Sequence[LinkedReport]
-
-
-@dataclass(frozen=True)
-class DuplicateReceipt:
-    """A submission recognised as an earlier report: its own receipt id, nothing published."""
-
-    partner_id: str
-    receipt_id: uuid.UUID
-    duplicate_of: uuid.UUID
-    case_id: uuid.UUID
-    case_ref: uuid.UUID
-    received_at: datetime
-    source_format: str
-
-
-@dataclass(frozen=True)
-class ReportStatusRecord:
-    """One report as its partner may see it (see `IntakeStore.report_view`)."""
-
-    fields: dict[str, str]
-    progress: dict[str, str]
-    view: dict[str, str]
-
-
 def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
@@ -161,7 +80,17 @@ def _texts(mapping: Any) -> dict[str, str]:
     return {_text(k): _text(v) for k, v in cast(dict[Any, Any], mapping).items()}
 
 
-class IntakeStore:
+def _reservation_value(reservation: Reservation) -> str:
+    return json.dumps({"request": reservation.request_digest, "pending": reservation.token})
+
+
+def _held_key(report_id: uuid.UUID) -> str:
+    return f"{PREFIX}:held:{report_id}"
+
+
+class RedisIntakeStore:
+    """Every store port of intake (`Admissions`, `ReportIndex`, `StatusProjection`) on Redis."""
+
     def __init__(self, redis: Redis, settings: IntakeSettings) -> None:
         self._redis = redis
         self._settings = settings
@@ -187,7 +116,7 @@ class IntakeStore:
         args: list[Any] = [interval_us, tolerance_us]
         if reservation is not None:
             keys.append(self._idempotency_key(partner, reservation.key))
-            args += [reservation.stored(), self._settings.idempotency_reservation_s]
+            args += [_reservation_value(reservation), self._settings.idempotency_reservation_s]
         wait_us, held = await self._admit(keys=keys, args=args)
         if int(wait_us) > 0:
             return Admission(math.ceil(int(wait_us) / 1_000_000))
@@ -200,11 +129,13 @@ class IntakeStore:
 
     async def release(self, reservation: Reservation) -> None:
         """Give a reserved key back (the request was refused, or not stored): a retry with the
-        same key is then a new attempt."""
-        await self._release(
-            keys=[self._idempotency_key(reservation.partner, reservation.key)],
-            args=[reservation.stored()],
-        )
+        same key is then a new attempt. With Redis unreachable the reservation expires on its
+        own (`OCSEA_INTAKE_IDEMPOTENCY_RESERVATION_S`)."""
+        with contextlib.suppress(RedisError):
+            await self._release(
+                keys=[self._idempotency_key(reservation.partner, reservation.key)],
+                args=[_reservation_value(reservation)],
+            )
 
     def _answer_command(self, pipe: Any, reservation: Reservation, answer: StoredAnswer) -> None:
         stored = {"request": answer.request_digest, "status": answer.status, "body": answer.body}
@@ -214,22 +145,24 @@ class IntakeStore:
             ex=self._settings.idempotency_ttl_s,
         )
 
-    async def remember_answer(self, reservation: Reservation, answer: StoredAnswer) -> None:
-        """The first answer to an Idempotency-Key, replayed to every retry of the request."""
-        async with self._redis.pipeline(transaction=False) as pipe:
-            self._answer_command(pipe, reservation, answer)
-            await pipe.execute()
-
     # lookups before publishing ------------------------------------------------------------
 
     async def lookup(
-        self, fingerprints: Sequence[str], link_digests: Sequence[str]
-    ) -> tuple[list[Earlier | None], dict[str, uuid.UUID]]:
-        """Earlier identical reports, and the case each identifier already belongs to."""
-        keys = [f"{PREFIX}:dup:{f}" for f in fingerprints] + [
-            f"{PREFIX}:link:{d}" for d in link_digests
+        self,
+        fingerprints: Sequence[str],
+        link_digests: Sequence[str],
+        report_ids: Sequence[uuid.UUID],
+    ) -> Lookup:
+        """Earlier identical reports, the case each identifier already belongs to, and the
+        events held for the reports (one round trip)."""
+        keys = [
+            *(f"{PREFIX}:dup:{f}" for f in fingerprints),
+            *(_held_key(r) for r in report_ids),
+            *(f"{PREFIX}:link:{d}" for d in link_digests),
         ]
         values = await self._redis.mget(keys) if keys else []
+        held_values = values[len(fingerprints) : len(fingerprints) + len(report_ids)]
+        link_values = values[len(fingerprints) + len(report_ids) :]
         earlier: list[Earlier | None] = []
         for value in values[: len(fingerprints)]:
             if value is None:
@@ -242,10 +175,29 @@ class IntakeStore:
             earlier.append(Earlier(uuid.UUID(data["report_id"]), case_id, case_ref))
         links = {
             digest: uuid.UUID(_text(value))
-            for digest, value in zip(link_digests, values[len(fingerprints) :], strict=True)
+            for digest, value in zip(link_digests, link_values, strict=True)
             if value is not None
         }
-        return earlier, links
+        held = [Held.decode(value) if value is not None else None for value in held_values]
+        return Lookup(earlier, links, held)
+
+    async def hold(self, prepared: Sequence[Held]) -> list[Held]:
+        """SET NX GET: each event is kept unless one is already kept for its report, in which
+        case that one comes back (one round trip for a whole batch)."""
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for held in prepared:
+                pipe.set(
+                    _held_key(held.report_id),
+                    held.encode(),
+                    nx=True,
+                    get=True,
+                    ex=self._settings.held_event_ttl_s,
+                )
+            earlier = await pipe.execute()
+        return [
+            ours if before is None else Held.decode(before)
+            for ours, before in zip(prepared, earlier, strict=True)
+        ]
 
     async def cases(self, case_ids: Iterable[uuid.UUID]) -> dict[uuid.UUID, CaseContext]:
         ids = list(dict.fromkeys(case_ids))
@@ -277,11 +229,22 @@ class IntakeStore:
         answer: tuple[Reservation, StoredAnswer] | None = None,
     ) -> None:
         """Remember published reports (and the duplicates recognised), with the request's
-        idempotent answer, in one round trip.
+        idempotent answer, and let go of the reports' held events, in one round trip.
 
         Not a MULTI transaction: the reports are already in Kafka, every write here is
         idempotent, and a write that is missing after a crash only means a resubmission is
-        not recognised (it then carries the same ids, which consumers deduplicate)."""
+        not recognised (it then sends the held event again, which consumers deduplicate)."""
+        try:
+            await self._record(accepted, duplicates, answer)
+        except RedisError as exc:
+            raise StoreUnavailable from exc
+
+    async def _record(
+        self,
+        accepted: Sequence[AcceptedReport],
+        duplicates: Sequence[DuplicateReceipt],
+        answer: tuple[Reservation, StoredAnswer] | None,
+    ) -> None:
         settings = self._settings
         async with self._redis.pipeline(transaction=False) as pipe:
             for report in accepted:
@@ -328,6 +291,10 @@ class IntakeStore:
                     },
                 )
                 pipe.expire(status_key, settings.duplicate_window_s)
+                # The duplicate record answers a resubmission from now on; the held event
+                # stays as long as a request may be in progress, for one that looked the
+                # report up before this record and holds its event after it.
+                pipe.expire(_held_key(report.report_id), settings.idempotency_reservation_s)
             for duplicate in duplicates:
                 receipt_key = f"{PREFIX}:status:{duplicate.receipt_id}"
                 pipe.hset(

@@ -19,7 +19,7 @@ from typing import Any, TypeGuard
 from pydantic import ValidationError
 
 from contracts.reports import MAX_TEXT, PartnerReport
-from services.intake.normalise import (
+from services.intake.domain.normalise import (
     canonical_email,
     e164,
     fold,
@@ -29,8 +29,8 @@ from services.intake.normalise import (
     parse_years,
     western_digits,
 )
-from services.intake.reference import Gazetteer, Vocabulary
-from services.intake.refusals import (
+from services.intake.domain.reference import Gazetteer, Vocabulary
+from services.intake.domain.refusals import (
     Refusal,
     refusal_from,
     text_refusal,
@@ -74,7 +74,7 @@ def _normalised(data: dict[str, Any], refs: Normalisers) -> dict[str, Any]:
     incident = data.get("incident")
     if isinstance(incident, dict):
         zone = _zone(incident.get("time_zone"), zone)
-        # The stated offset is kept: the day it names matters for an age (see domain).
+        # The stated offset is kept: the day it names matters for an age (see facts.py).
         _convert(incident, "occurred_at", lambda v: parse_moment(v, zone).isoformat())
         _place(incident, refs.gazetteer)
         _convert(incident, "platform", refs.vocabulary.platform)
