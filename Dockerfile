@@ -3,7 +3,7 @@
 #   ocsea serve-one intake | triage --lanes live | triage --lanes bulk | routing --lanes …
 #   ocsea serve-one audit | ocsea serve-one console
 #   python -m ocsea.topic_plan deploy/kafka/topics.toml      (the topics, before the services)
-#   python -m services.audit.schema --grant-to ocsea_audit    (the ledger's tables, as owner)
+#   python -m services.audit.entrypoints.schema --grant-to ocsea_audit   (the ledger's tables)
 # Build from the repository root: docker build -t ocsea:0.1.0 .
 FROM python:3.11.13-slim-bookworm AS build
 

@@ -16,7 +16,7 @@ from pydantic import ValidationError
 from ocsea.runner import SERVICES, prepare_local
 from ocsea.runtime.crypto import KeyFileMissingError, load_or_create_master_key, master_key_for
 from ocsea.runtime.settings import Settings
-from services.audit.signing import SigningKeyError, signing_key_for
+from services.audit.adapters.signing_key import SigningKeyError, signing_key_for
 from services.intake.config import IntakeSettings
 
 REPO = Path(__file__).resolve().parents[1]

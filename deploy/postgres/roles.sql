@@ -5,11 +5,11 @@
 -- service_password_file (files holding the two roles' passwords).
 --
 --   owner_role    owns the schema and the ledger's tables; used only by the one-shot
---                 `python -m services.audit.schema --grant-to <service_role>`, which creates
+--                 `python -m services.audit.entrypoints.schema --grant-to <service_role>`, which creates
 --                 the tables and their append-only triggers and grants the service its share.
 --   service_role  what the audit service logs in as: SELECT and INSERT on the ledger's tables,
 --                 plus UPDATE of one bookkeeping column (audit_offsets.next_offset; see
---                 services/audit/schema.py), and nothing else: it cannot change or delete a
+--                 services/audit/adapters/schema.py), and nothing else: it cannot change or delete a
 --                 recorded row, drop a trigger, or create anything.
 \set ON_ERROR_STOP on
 \set owner_password `cat :'owner_password_file'`

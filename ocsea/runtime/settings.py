@@ -69,8 +69,8 @@ class Settings(BaseSettings):
         default=True,
         description="The audit service creates its tables and their append-only guards at "
         "start-up; false where they belong to another role (a deployment creates them as the "
-        "owner role with `python -m services.audit.schema`) and the service's own role may "
-        "only read and add rows: it then only checks they are there",
+        "owner role with `python -m services.audit.entrypoints.schema`) and the service's own "
+        "role may only read and add rows: it then only checks they are there",
     )
     audit_log_origin: str = Field(
         default="ocsea-audit",

@@ -13,9 +13,9 @@ from contracts import topics
 from contracts.events import Actor, ActorKind, CaseAccessData, Envelope, EventType, make_event
 from ocsea.runtime.consumer import Origin
 from services.audit.domain import merkle
+from services.audit.domain.append_plan import Recorded, lookup_keys, plan_appends
 from services.audit.domain.entry import CONFLICT, NewEntry, conflict_key, event_entry
-from services.audit.ledger import Recorded, lookup_keys, plan_appends
-from services.audit.verify import Verdict
+from services.audit.handlers.verify import Verdict
 
 RECORDED = datetime(2026, 11, 20, 18, 30, tzinfo=UTC)
 

@@ -10,8 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from services.audit.domain import merkle
+from services.audit.domain.append_plan import Recorded, TreeState, plan_appends
 from services.audit.domain.entry import NewEntry, canonical_json, finalize
-from services.audit.ledger import Recorded, TreeState, plan_appends
 
 RECORDED = datetime(2026, 11, 20, 18, 30, tzinfo=UTC)
 

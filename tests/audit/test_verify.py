@@ -17,10 +17,11 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from services.audit.domain import merkle
+from services.audit.domain.bundle import BundleEntry, CaseBundle
 from services.audit.domain.checkpoint import Checkpoint, raw_public_key, sign_checkpoint
 from services.audit.domain.entry import canonical_json
-from services.audit.verify import SourceLeaf, verify_bundle, verify_ledger
-from services.audit.wire import BundleEntry, CaseBundle
+from services.audit.handlers.verify import verify_bundle, verify_ledger
+from services.audit.ports import SourceLeaf
 
 KEY = Ed25519PrivateKey.from_private_bytes(bytes(range(32)))
 INTRUDER_KEY = Ed25519PrivateKey.from_private_bytes(bytes(range(5, 37)))

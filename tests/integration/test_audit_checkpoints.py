@@ -21,11 +21,16 @@ from contracts import topics
 from contracts.events import Actor, ActorKind, EventType, make_event
 from ocsea.runtime.consumer import Origin
 from ocsea.runtime.settings import Settings
+from services.audit.adapters.ledger import Ledger
+from services.audit.adapters.signing_key import (
+    SigningKeyError,
+    load_signing_key,
+    signing_key_for,
+)
 from services.audit.domain import merkle
 from services.audit.domain.checkpoint import Checkpoint, raw_public_key, verify_checkpoint
 from services.audit.domain.entry import NewEntry, event_entry
-from services.audit.ledger import Ledger
-from services.audit.signing import Checkpointer, SigningKeyError, load_signing_key, signing_key_for
+from services.audit.handlers import Checkpointer
 from tests.support import wait_for
 from tests.test_triage_domain import received
 

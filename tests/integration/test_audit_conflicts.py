@@ -17,9 +17,10 @@ from sqlalchemy import event
 from contracts import topics
 from contracts.events import Actor, ActorKind, CaseAccessData, Envelope, EventType, make_event
 from ocsea.runtime.consumer import Origin
+from services.audit.adapters.ledger import Ledger
 from services.audit.domain import merkle
 from services.audit.domain.entry import CONFLICT, NewEntry, event_entry
-from services.audit.ledger import Ledger, SearchFilter
+from services.audit.ports import SearchFilter
 
 pytestmark = pytest.mark.integration
 

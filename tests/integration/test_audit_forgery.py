@@ -27,10 +27,12 @@ from contracts.events import Actor, ActorKind, CaseAccessData, Envelope, EventTy
 from ocsea.runtime.consumer import ProcessedMarkers, ReliableConsumer, RetryPolicy
 from ocsea.runtime.kafka import make_broker
 from ocsea.runtime.settings import Settings
-from services.audit.app import Recorder
+from services.audit.adapters.ledger import Ledger
+from services.audit.adapters.signing_key import load_signing_key
 from services.audit.domain.entry import CONFLICT, OFFSET_GAP
-from services.audit.ledger import Ledger, SearchFilter
-from services.audit.signing import Checkpointer, load_signing_key
+from services.audit.entrypoints.kafka import Recorder
+from services.audit.handlers import Checkpointer
+from services.audit.ports import SearchFilter
 from tests.audit.test_signed_note import spec_open
 from tests.integration.test_audit_tamper import cli
 from tests.support import wait_for

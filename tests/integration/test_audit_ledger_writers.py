@@ -16,16 +16,12 @@ import pytest
 from sqlalchemy import event, text
 
 from contracts.events import utc_now
+from services.audit.adapters.ledger import Ledger
+from services.audit.adapters.postgres import ADVISORY_LOCK_KEY
+from services.audit.adapters.schema import audit_entries, audit_nodes
 from services.audit.domain import merkle
+from services.audit.domain.append_plan import Appended, plan_appends
 from services.audit.domain.entry import NewEntry
-from services.audit.ledger import (
-    ADVISORY_LOCK_KEY,
-    Appended,
-    Ledger,
-    audit_entries,
-    audit_nodes,
-    plan_appends,
-)
 from tests.support import wait_for
 
 pytestmark = pytest.mark.integration

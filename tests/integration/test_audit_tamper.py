@@ -33,13 +33,13 @@ from ocsea.cli import app as ocsea_cli
 from ocsea.runtime.auth import ensure_demo_principals
 from ocsea.runtime.consumer import Origin
 from ocsea.runtime.settings import Settings
-from services.audit.app import build
-from services.audit.client import ServiceSource
+from services.audit.adapters.ledger import Ledger
+from services.audit.adapters.ledger_sources import ServiceSource
+from services.audit.adapters.signing_key import load_signing_key
+from services.audit.bootstrap import build
 from services.audit.domain.checkpoint import Checkpoint
 from services.audit.domain.entry import canonical_json, event_entry
-from services.audit.ledger import Ledger
-from services.audit.signing import Checkpointer, load_signing_key
-from services.audit.verify import verify_ledger
+from services.audit.handlers import Checkpointer, verify_ledger
 from tests.conftest import REPO, free_port
 from tests.support import wait_for
 from tests.test_triage_domain import received

@@ -7,7 +7,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from services.audit.app import MAX_LEAF_INDEX
+from services.audit.entrypoints.http import MAX_LEAF_INDEX
 from tests.conftest import RunningSystem
 from tests.integration.test_fuzz_apis import console_session
 

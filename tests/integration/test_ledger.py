@@ -16,9 +16,11 @@ from sqlalchemy.exc import DBAPIError
 
 from contracts.events import Actor, ActorKind, Envelope, EventType, make_event
 from ocsea.runtime.consumer import Origin
+from services.audit.adapters.ledger import Ledger
+from services.audit.adapters.schema import APPEND_ONLY_TABLES, LedgerLayoutError
 from services.audit.domain import merkle
 from services.audit.domain.entry import NewEntry, canonical_json, event_entry
-from services.audit.ledger import APPEND_ONLY_TABLES, Ledger, LedgerLayoutError, SearchFilter
+from services.audit.ports import SearchFilter
 from tests.test_triage_domain import received
 
 pytestmark = pytest.mark.integration

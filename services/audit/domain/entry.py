@@ -43,9 +43,9 @@ from pydantic import ValidationError
 
 from contracts import topics
 from contracts.events import Envelope, EventType, canonical_json
+from services.audit.domain.record import KafkaRecord, RecordOrigin
 
 __all__ = ["canonical_json"]
-from ocsea.runtime.consumer import Origin, RawRecord
 
 DEAD_LETTERED = "dead_lettered"
 DISPATCHED = "dispatched"
@@ -147,7 +147,7 @@ def _int_or_none(value: object) -> int | None:
     return int(value)
 
 
-def _headers(record: RawRecord) -> dict[str, str]:
+def _headers(record: KafkaRecord) -> dict[str, str]:
     decoded: dict[str, str] = {}
     for name, value in record.headers:
         if isinstance(name, str) and isinstance(value, bytes) and len(value) <= 4096:
@@ -155,7 +155,7 @@ def _headers(record: RawRecord) -> dict[str, str]:
     return decoded
 
 
-def _common(origin: Origin) -> dict[str, Any]:
+def _common(origin: RecordOrigin) -> dict[str, Any]:
     return {
         "event_sha256": origin.body_sha256,
         "topic": origin.topic,
@@ -164,7 +164,7 @@ def _common(origin: Origin) -> dict[str, Any]:
     }
 
 
-def _record_time(record: RawRecord, received_at: datetime) -> datetime:
+def _record_time(record: KafkaRecord, received_at: datetime) -> datetime:
     if record.timestamp_ms > 0:
         try:
             return datetime.fromtimestamp(record.timestamp_ms / 1000, UTC)
@@ -173,7 +173,7 @@ def _record_time(record: RawRecord, received_at: datetime) -> datetime:
     return received_at
 
 
-def _coordinates_key(origin: Origin) -> str:
+def _coordinates_key(origin: RecordOrigin) -> str:
     return f"record:{origin.topic}:{origin.partition}:{origin.offset}"
 
 
@@ -188,7 +188,7 @@ def _event_detail(envelope: Envelope) -> dict[str, Any] | None:
     }
 
 
-def event_entry(envelope: Envelope, origin: Origin) -> NewEntry:
+def event_entry(envelope: Envelope, origin: RecordOrigin) -> NewEntry:
     """An event on an event topic: the handling step it records."""
     data = envelope.data
     return NewEntry(
@@ -213,7 +213,7 @@ def _system_actor(actor_id: str | None) -> dict[str, Any]:
     return {"kind": "system", "id": actor_id or UNKNOWN_ACTOR, "agency": None}
 
 
-def _unreadable_entry(record: RawRecord, origin: Origin, received_at: datetime) -> NewEntry:
+def _unreadable_entry(record: KafkaRecord, origin: RecordOrigin, received_at: datetime) -> NewEntry:
     headers = _headers(record)
     return NewEntry(
         dedup_key=_coordinates_key(origin),
@@ -236,7 +236,9 @@ def _unreadable_entry(record: RawRecord, origin: Origin, received_at: datetime) 
     )
 
 
-def _dead_letter_entry(record: RawRecord, origin: Origin, received_at: datetime) -> NewEntry:
+def _dead_letter_entry(
+    record: KafkaRecord, origin: RecordOrigin, received_at: datetime
+) -> NewEntry:
     headers = _headers(record)
     group = _token_or_none(headers.get("x-ocsea-consumer-group"))
     origin_topic = _token_or_none(headers.get("x-ocsea-origin-topic"), _TOPIC)
@@ -283,7 +285,7 @@ def _sha256_hex(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8", "replace")).hexdigest()
 
 
-def _dispatch_entry(record: RawRecord, origin: Origin, received_at: datetime) -> NewEntry:
+def _dispatch_entry(record: KafkaRecord, origin: RecordOrigin, received_at: datetime) -> NewEntry:
     envelope = _envelope_or_none(record.value)
     if envelope is None:
         entry = _unreadable_entry(record, origin, received_at)
@@ -308,7 +310,7 @@ def _envelope_or_none(value: bytes) -> Envelope | None:
         return None
 
 
-def record_entry(record: RawRecord, *, received_at: datetime) -> NewEntry:
+def record_entry(record: KafkaRecord, *, received_at: datetime) -> NewEntry:
     """The entry for any record on any project topic; never raises (see the module notes)."""
     origin = record.origin
     role = role_of(origin.topic)

@@ -16,8 +16,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from ocsea.runtime.consumer import Origin
 from services.audit.domain.entry import NewEntry, offset_gap_entry
+from services.audit.domain.record import RecordOrigin
 
 Partition = tuple[str, int]
 """(topic, partition)"""
@@ -38,7 +38,7 @@ class Gap:
 
 
 def find_gaps(
-    expected: Mapping[Partition, int], origins: Sequence[Origin]
+    expected: Mapping[Partition, int], origins: Sequence[RecordOrigin]
 ) -> tuple[list[Gap], dict[Partition, int]]:
     """The gaps a batch of records reveals, given the offset expected next on each partition,
     and the offsets expected next once the batch is in (for the partitions in it)."""

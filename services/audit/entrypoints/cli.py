@@ -28,7 +28,7 @@ from cryptography.hazmat.primitives.serialization import (
     load_pem_public_key,
 )
 
-from services.audit.client import (
+from services.audit.adapters.ledger_sources import (
     ExportFileSource,
     ServiceSource,
     SourceError,
@@ -36,10 +36,11 @@ from services.audit.client import (
     export_line,
     export_pages,
 )
+from services.audit.domain.bundle import LEDGER_EXPORT_FORMAT, CaseBundle
 from services.audit.domain.checkpoint import Checkpoint, CheckpointError, verify_checkpoint
 from services.audit.domain.signed_note import NoteError, open_checkpoint, parse_verifier_key
-from services.audit.verify import SourceLeaf, Verdict, verify_bundle, verify_ledger
-from services.audit.wire import LEDGER_EXPORT_FORMAT, CaseBundle
+from services.audit.handlers.verify import Verdict, verify_bundle, verify_ledger
+from services.audit.ports import SourceLeaf
 
 DEFAULT_URL = "http://127.0.0.1:8084"
 
@@ -372,7 +373,7 @@ def _verify_bundle_file(path: Path, trusted: Checkpoint | None, pinned: bytes | 
 async def _export_from_database(
     db_url: str, output: Path, progress: Callable[[int, int], None]
 ) -> tuple[int, int]:
-    from services.audit.ledger import Ledger
+    from services.audit.adapters.ledger import Ledger
 
     ledger = Ledger(db_url)
     try:

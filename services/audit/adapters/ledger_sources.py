@@ -1,6 +1,7 @@
-"""Where the verifier reads a ledger from: the running service's API, or an exported file.
+"""Where the verifier reads a ledger from (the `LedgerSource` port): the running service's
+API, or an exported file.
 
-Both are sources the verifier does not trust (see `verify.py`). A ledger export is text: a
+Both are sources the verifier does not trust (see `handlers/verify.py`). A ledger export is text: a
 header line (`LedgerExportHeader` as JSON: format and signed checkpoint), then one line per
 leaf, in order: `<leaf index> TAB <stored leaf hash, hex> TAB <the entry's exact canonical
 JSON>` (an empty third field: the stored entry is missing). Canonical JSON escapes every control
@@ -10,18 +11,16 @@ at a million lines that is most of an export's reading time.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import httpx
 
+from services.audit.domain.bundle import CaseBundle, LedgerExportHeader
 from services.audit.domain.checkpoint import Checkpoint
-from services.audit.verify import SourceLeaf
-from services.audit.wire import CaseBundle, LedgerExportHeader
-
-Progress = Callable[[int, int], None]
+from services.audit.ports import SourceLeaf
 
 
 class SourceError(RuntimeError):

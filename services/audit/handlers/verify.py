@@ -16,11 +16,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Protocol
 
 from services.audit.domain import merkle
+from services.audit.domain.bundle import CaseBundle
 from services.audit.domain.checkpoint import (
     Checkpoint,
     CheckpointError,
@@ -28,34 +28,9 @@ from services.audit.domain.checkpoint import (
     verify_checkpoint,
 )
 from services.audit.domain.entry import CONFLICT, OFFSET_GAP
-from services.audit.wire import CaseBundle
+from services.audit.ports import LedgerSource, Progress, SourceLeaf
 
-Progress = Callable[[int, int], None]
-
-
-@dataclass(frozen=True)
-class SourceLeaf:
-    leaf_index: int
-    text: str | None
-    claimed_hash: bytes | None
-
-
-class LedgerSource(Protocol):
-    """Where the entries come from: the running service, or an exported file."""
-
-    description: str
-
-    def checkpoint(self) -> Checkpoint:
-        """The source's current signed checkpoint."""
-        ...
-
-    def leaves(self, start: int, end: int) -> Iterable[SourceLeaf]:
-        """Leaves [start, end), in order (the verifier asks for them in order, once)."""
-        ...
-
-    def consistency_proof(self, first: int, second: int) -> list[bytes] | None:
-        """A proof the source claims; None if it cannot give one (a file)."""
-        ...
+__all__ = ["LedgerSource", "SourceLeaf", "Verdict", "verify_bundle", "verify_ledger"]
 
 
 # "action" sorts first among an entry's keys, so its canonical JSON starts with it.

@@ -1,4 +1,4 @@
-"""What the auditors' API sends, and what exports contain; shared by the service and the CLI.
+"""What the auditors' API answers (besides checkpoints and bundles, which are the domain's).
 
 Hashes are lowercase hex. A `leaf` is an entry's exact canonical JSON text: its leaf hash is
 SHA-256(0x00 || UTF-8 bytes of `leaf`), so anyone can recompute the tree from these alone.
@@ -7,14 +7,9 @@ SHA-256(0x00 || UTF-8 bytes of `leaf`), so anyone can recompute the tree from th
 from __future__ import annotations
 
 import uuid
-from typing import Any, Final, Literal
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
-
-from services.audit.domain.checkpoint import Checkpoint
-
-CASE_BUNDLE_FORMAT: Final = "ocsea-audit-case-bundle/v1"
-LEDGER_EXPORT_FORMAT: Final = "ocsea-audit-ledger/v1"
 
 
 class TrailEntry(BaseModel):
@@ -65,25 +60,3 @@ class SearchPage(BaseModel):
     next_after: int | None = Field(
         description="Pass as `after` for the next page; null when this page is the last"
     )
-
-
-class BundleEntry(BaseModel):
-    leaf_index: int
-    leaf: str
-    inclusion_proof: list[str]
-
-
-class CaseBundle(BaseModel):
-    """A case's trail that verifies offline: entries, their proofs, the checkpoint, the key."""
-
-    format: Literal["ocsea-audit-case-bundle/v1"] = CASE_BUNDLE_FORMAT
-    case_id: uuid.UUID
-    checkpoint: Checkpoint
-    entries: list[BundleEntry]
-
-
-class LedgerExportHeader(BaseModel):
-    """First line of a ledger export; one leaf per following line (see `client.py`)."""
-
-    format: Literal["ocsea-audit-ledger/v1"] = LEDGER_EXPORT_FORMAT
-    checkpoint: Checkpoint
