@@ -28,6 +28,7 @@ from cryptography.hazmat.primitives.serialization import (
     load_pem_public_key,
 )
 
+from ocsea.runtime.cli import service_command
 from services.audit.adapters.ledger_sources import (
     ExportFileSource,
     ServiceSource,
@@ -157,22 +158,11 @@ def _report(verdict: Verdict, subject: str) -> None:
 
 
 def make_app(serve: Callable[[], None]) -> typer.Typer:
-    app = typer.Typer(
-        help="The audit service (run with no command), and auditors' tools that trust it not.",
-        invoke_without_command=True,
-        add_completion=False,
+    app = service_command(
+        help_text="The audit service (run with no command), and auditors' tools that trust it not.",
+        serves="the audit service (auditors' API, port 8084)",
+        serve=serve,
     )
-
-    @app.callback()
-    def default(ctx: typer.Context) -> None:
-        """Run the audit service (auditors' API, port 8084) when no command is given."""
-        if ctx.invoked_subcommand is None:
-            serve()
-
-    @app.command("serve")
-    def serve_command() -> None:
-        """Run the audit service (auditors' API, port 8084)."""
-        serve()
 
     @app.command("checkpoint")
     def checkpoint(

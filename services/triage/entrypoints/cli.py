@@ -17,6 +17,7 @@ from typing import Annotated
 import typer
 
 from contracts import topics
+from ocsea.runtime.cli import service_command
 
 
 def _moment(value: str | None, option: str) -> datetime | None:
@@ -33,22 +34,11 @@ def _moment(value: str | None, option: str) -> datetime | None:
 
 
 def make_app(serve: Callable[[], None]) -> typer.Typer:
-    app = typer.Typer(
-        help="The triage service (run with no command), and its rule-set tools.",
-        invoke_without_command=True,
-        add_completion=False,
+    app = service_command(
+        help_text="The triage service (run with no command), and its rule-set tools.",
+        serves="the triage service (port 8082)",
+        serve=serve,
     )
-
-    @app.callback()
-    def default(ctx: typer.Context) -> None:
-        """Run the triage service (port 8082) when no command is given."""
-        if ctx.invoked_subcommand is None:
-            serve()
-
-    @app.command("serve")
-    def serve_command() -> None:
-        """Run the triage service (port 8082)."""
-        serve()
 
     @app.command()
     def replay(
