@@ -19,7 +19,7 @@ import uvicorn
 
 from contracts.events import AgencyType, Envelope, EventType
 from contracts.reports import ViolenceType
-from services.routing.delivery import SIGNATURE_HEADER, TIMESTAMP_HEADER, verify
+from services.routing.adapters.webhooks import SIGNATURE_HEADER, TIMESTAMP_HEADER, verify
 from tests.routing.harness import (
     Isolation,
     claimed_redis_db,

@@ -13,7 +13,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from contracts.events import AgencyType, Priority, TaskStatus
-from services.routing.figures import Figure, SlaState
+from services.routing.domain.figures import Figure, SlaState
 from tests.routing.harness import (
     Isolation,
     RoutingInstance,

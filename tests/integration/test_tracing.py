@@ -28,8 +28,8 @@ import pytest
 from redis.asyncio import Redis
 
 from contracts import topics
-from services.routing.delivery import SIGNATURE_HEADER, TIMESTAMP_HEADER, verify
-from services.routing.store import RoutingStore
+from services.routing.adapters.redis import RoutingStore
+from services.routing.adapters.webhooks import SIGNATURE_HEADER, TIMESTAMP_HEADER, verify
 from tests.conftest import REPO, RunningSystem, start_system
 from tests.routing.harness import claimed_redis_db, redis_url
 from tests.support import wait_for

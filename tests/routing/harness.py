@@ -38,9 +38,9 @@ from contracts.reports import Governorate, Language, ViolenceType
 from ocsea.runtime.auth import DemoAgency, ensure_demo_principals
 from ocsea.runtime.kafka import event_headers
 from ocsea.runtime.settings import Settings
-from services.routing.app import build
-from services.routing.engine import RoutingTopics
-from services.routing.store import RoutingStore
+from services.routing.adapters.redis import RoutingStore
+from services.routing.bootstrap import build
+from services.routing.config import RoutingTopics
 
 TRIAGE = Actor(kind=ActorKind.SYSTEM, id="triage")
 
@@ -162,8 +162,8 @@ async def routing_instance(
             transport=httpx.ASGITransport(app=app), base_url="http://routing", timeout=30
         ) as client,
     ):
-        engine = app.state.routing["engine"]
-        yield RoutingInstance(app, client, isolation.topics, engine.store, settings, credentials)
+        store = app.state.routing["store"]
+        yield RoutingInstance(app, client, isolation.topics, store, settings, credentials)
 
 
 def triaged_event(

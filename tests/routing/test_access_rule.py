@@ -17,8 +17,8 @@ from ocsea.runtime.access import (
     triage_read_basis,
 )
 from ocsea.runtime.auth import Principal, Role
-from services.routing import access as routing_access
-from services.routing.tasks import TaskState
+from services.routing.domain.tasks import TaskState
+from services.routing.handlers import access as routing_access
 from tests.routing.test_tasks import DIRECTORY, new_task, run
 
 COORDINATOR = DIRECTORY.coordinator

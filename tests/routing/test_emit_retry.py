@@ -13,7 +13,6 @@ from datetime import timedelta
 from typing import cast
 
 import pytest
-from prometheus_client import CollectorRegistry
 
 from contracts.directory import load_directory
 from contracts.events import (
@@ -29,9 +28,11 @@ from contracts.events import (
     utc_now,
 )
 from contracts.tasks import Command
-from services.routing.engine import RoutingEngine, RoutingMetrics, RoutingTopics
-from services.routing.store import RoutingStore
-from services.routing.tasks import TaskState, fold
+from services.routing.config import RoutingTopics
+from services.routing.domain.tasks import TaskState, fold
+from services.routing.handlers import RoutingHandlers, RoutingPorts
+from services.routing.ports import TaskStore
+from tests.routing.fakes import Journal, MemoryStore, RecordedAccess, RecordedFigures, SealedKeys
 
 OFFICER = Actor(kind=ActorKind.OFFICER, id="officer-erbil-cpu", agency="erbil-cpu")
 ANOTHER_OFFICER = Actor(kind=ActorKind.OFFICER, id="officer-2", agency="erbil-cpu")
@@ -91,16 +92,27 @@ def assigned_task() -> TaskState:
     return task
 
 
-def engine_on(projection: FlakyProjection, published: list[Envelope]) -> RoutingEngine:
+def engine_on(projection: FlakyProjection, published: list[Envelope]) -> RoutingHandlers:
     async def publish(_topic: str, event: Envelope) -> None:
         published.append(event)
 
-    return RoutingEngine(
-        cast(RoutingStore, projection),
+    async def no_replay(_topic: str, _handle: object) -> int:
+        return 0
+
+    journal, others = Journal(), MemoryStore(Journal())
+    return RoutingHandlers(
+        RoutingPorts(
+            tasks=cast(TaskStore, projection),
+            cases=others,
+            projection=others,
+            publish=publish,
+            replay=no_replay,
+            figures=RecordedFigures(),
+            keys=SealedKeys(journal),
+            access=RecordedAccess(journal),
+        ),
         load_directory(),
-        publish,
         RoutingTopics.isolated("emit-retry"),
-        RoutingMetrics(CollectorRegistry()),
     )
 
 
@@ -110,9 +122,9 @@ async def test_a_timer_fired_again_after_a_failed_projection_write_sends_the_sam
     engine = engine_on(projection, published)
     projection.down = True
     with pytest.raises(ConnectionError):
-        await engine.fire(str(task.task_id))
+        await engine.timers.fire(str(task.task_id))
     projection.down = False
-    assert await engine.fire(str(task.task_id)) == 1
+    assert await engine.timers.fire(str(task.task_id)) == 1
 
     first, again = published
     assert first.event_type == EventType.TASK_SLA_WARNING
@@ -128,9 +140,9 @@ async def test_an_acknowledgement_retried_sends_the_same_bytes_by_the_same_offic
     engine = engine_on(projection, published)
     projection.down = True
     with pytest.raises(ConnectionError):
-        await engine.command(task.task_id, Command.ACKNOWLEDGE, OFFICER)
+        await engine.tasks.change(task.task_id, Command.ACKNOWLEDGE, OFFICER)
     projection.down = False
-    await engine.command(task.task_id, Command.ACKNOWLEDGE, OFFICER)
+    await engine.tasks.change(task.task_id, Command.ACKNOWLEDGE, OFFICER)
     first, again = published
     assert again.model_dump_json() == first.model_dump_json()
 
@@ -139,8 +151,8 @@ async def test_an_acknowledgement_retried_sends_the_same_bytes_by_the_same_offic
     projection.tasks[other.task_id] = other
     projection.down = True
     with pytest.raises(ConnectionError):
-        await engine.command(other.task_id, Command.ACKNOWLEDGE, OFFICER)
+        await engine.tasks.change(other.task_id, Command.ACKNOWLEDGE, OFFICER)
     projection.down = False
-    await engine.command(other.task_id, Command.ACKNOWLEDGE, ANOTHER_OFFICER)
+    await engine.tasks.change(other.task_id, Command.ACKNOWLEDGE, ANOTHER_OFFICER)
     mine, theirs = published[2:]
     assert (mine.event_id, mine.actor, theirs.actor) == (theirs.event_id, OFFICER, ANOTHER_OFFICER)

@@ -9,9 +9,9 @@ from prometheus_client import CollectorRegistry
 
 from contracts.events import AgencyType, Priority, SlaDeadline, TaskStatus
 from contracts.tasks import Command
-from services.routing.figures import Figure, SlaState, figure_of
-from services.routing.metrics import TaskMetrics, gauges
-from services.routing.tasks import (
+from services.routing.adapters.metrics import PrometheusFigures, gauges
+from services.routing.domain.figures import Figure, SlaState, figure_of
+from services.routing.domain.tasks import (
     TaskState,
     command_change,
     pending_timers,
@@ -84,7 +84,7 @@ def sample(registry: CollectorRegistry, name: str, **labels: str) -> float | Non
 
 def test_task_changes_are_timed_and_counted_by_agency() -> None:
     registry = CollectorRegistry()
-    metrics = TaskMetrics(registry)
+    metrics = PrometheusFigures(registry)
     task: TaskState = new_task(priority=Priority.P1, agency_id="erbil-cpu")
     labels = {"priority": "P1", "agency_type": "child_protection"}
 

@@ -13,14 +13,14 @@ from hypothesis import strategies as st
 
 from contracts.events import AgencyType, Classification, Priority, SlaDeadline, TaskStatus
 from contracts.tasks import InboxSort
-from services.routing.inbox import (
+from services.routing.domain.inbox import (
     Cursor,
     CursorError,
     InboxFilter,
     inbox_page,
     is_overdue,
 )
-from services.routing.tasks import DeadlineState, TaskState
+from services.routing.domain.tasks import DeadlineState, TaskState
 
 NOW = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
 

@@ -18,7 +18,7 @@ from contracts.directory import (
 )
 from contracts.events import AgencyType, Classification, Priority
 from contracts.reports import Governorate, Language, ViolenceType
-from services.routing.policy import CaseFacts, Requirement, place, required_roles
+from services.routing.domain.policy import CaseFacts, Requirement, place, required_roles
 
 SAMPLE = load_directory()
 RULES = SAMPLE.policy

@@ -26,8 +26,8 @@ from contracts.events import (
     make_event,
 )
 from contracts.tasks import ALLOWED, Command
-from services.routing.engine import SYSTEM
-from services.routing.tasks import (
+from services.routing.domain.tasks import (
+    SYSTEM,
     TERMINAL,
     Change,
     InvalidTransitionError,

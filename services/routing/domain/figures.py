@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from contracts.events import AgencyType, Priority, TaskStatus
-from services.routing.tasks import TaskState, satisfied
+from services.routing.domain.tasks import TaskState, satisfied
 
 
 class SlaState(StrEnum):

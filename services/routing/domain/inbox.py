@@ -19,7 +19,7 @@ from typing import Any
 
 from contracts.events import Priority, TaskStatus
 from contracts.tasks import InboxSort
-from services.routing.tasks import TaskState, satisfied
+from services.routing.domain.tasks import TaskState, satisfied
 
 MAX_LIMIT = 500
 """Most tasks one page holds."""

@@ -17,7 +17,7 @@ from contracts.directory import Directory
 from contracts.tasks import OFFICER_COMMANDS, SUPERVISOR_COMMANDS, Command
 from ocsea.runtime import access
 from ocsea.runtime.auth import Principal, Role
-from services.routing.tasks import TaskState
+from services.routing.domain.tasks import TaskState
 
 
 def is_coordinator(principal: Principal, directory: Directory) -> bool:

@@ -23,13 +23,13 @@ from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from typing import Any
 
-from pydantic import AwareDatetime, BaseModel
 from redis.asyncio import Redis
 from redis.exceptions import WatchError
 
-from contracts.events import AgencyType, Envelope, ReportReceivedData, ReportTriagedData
-from services.routing.figures import figure_of
-from services.routing.tasks import TaskState, fold, pending_timers
+from contracts.events import AgencyType, Envelope, ReportReceivedData
+from services.routing.domain.figures import figure_of
+from services.routing.domain.tasks import TaskState, fold, pending_timers
+from services.routing.ports import CaseTriage, LockTimeoutError
 
 _CLAIM = """
 local items = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
@@ -54,16 +54,6 @@ _UNLOCK = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
 """
-
-
-class LockTimeoutError(TimeoutError):
-    pass
-
-
-class CaseTriage(BaseModel):
-    event_id: uuid.UUID
-    occurred_at: AwareDatetime
-    data: ReportTriagedData
 
 
 class DueQueue:
@@ -107,9 +97,15 @@ class DueQueue:
 DEFAULT_PREFIX = "ocsea:routing:v2:"
 BACKFILL_LEASE_S = 60
 """How long a process's claim on putting old tasks in their figure sets lasts unrenewed."""
+TRACE_CONTEXT_TTL_S = 30 * 86400
+"""How long an assignment's trace context is kept for the work it sets off later: longer than
+the last escalation step of the slowest priority, well past any trace store's retention."""
 
 
 class RoutingStore:
+    """The tasks' projection (`TaskStore`, `ProjectionStore`) and the cases' reports and
+    triage (`CaseStore`), in Redis."""
+
     def __init__(self, redis: Redis, prefix: str = DEFAULT_PREFIX) -> None:
         self.redis = redis
         self.prefix = prefix
@@ -149,6 +145,11 @@ class RoutingStore:
 
     def figure_key(self, figure: str) -> str:
         return f"{self.prefix}figure:{figure}"
+
+    def trace_context_key(self, task_id: uuid.UUID | str) -> str:
+        """Where the W3C trace context of a task's assignment is kept (only while tracing):
+        its webhook delivery continues that trace, its SLA timers link to it."""
+        return f"{self.prefix}trace:{task_id}"
 
     # ------------------------------------------------------------------ tasks
 
@@ -387,6 +388,15 @@ class RoutingStore:
             return Envelope.model_validate_json(earlier)
         return envelope
 
+    # ------------------------------------------------------------------ trace contexts
+
+    async def keep_trace_context(self, task_id: uuid.UUID | str, traceparent: str) -> None:
+        await self.redis.set(self.trace_context_key(task_id), traceparent, ex=TRACE_CONTEXT_TTL_S)
+
+    async def trace_context(self, task_id: uuid.UUID | str) -> str | None:
+        raw = await self.redis.get(self.trace_context_key(task_id))
+        return _text(raw) if raw else None
+
     # ------------------------------------------------------------------ cases
 
     def reports_key(self, case_id: uuid.UUID) -> str:
@@ -436,6 +446,9 @@ class RoutingStore:
 
     async def set_epoch(self, value: str) -> None:
         await self.redis.set(self.epoch_key, value)
+
+    async def timer_count(self) -> int:
+        return await self.timers.size()
 
 
 def _text(value: bytes | str) -> str:

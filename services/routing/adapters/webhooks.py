@@ -33,8 +33,10 @@ from contracts.events import (
 )
 from ocsea.runtime.logging import get_logger
 from ocsea.runtime.telemetry import continued_span
-from services.routing.engine import SYSTEM, Publish, RoutingTopics, trace_context_key
-from services.routing.store import RoutingStore
+from services.routing.adapters.redis import RoutingStore
+from services.routing.config import RoutingTopics
+from services.routing.domain.tasks import SYSTEM
+from services.routing.ports import Publisher
 
 log = get_logger("ocsea.routing.delivery")
 
@@ -69,11 +71,13 @@ return 0
 
 
 class Dispatcher:
+    """Routing's `Dispatch` port: dispatch topics, and webhooks retried from a Redis queue."""
+
     def __init__(
         self,
         store: RoutingStore,
         directory: Directory,
-        publish: Publish,
+        publish: Publisher,
         topics: RoutingTopics,
         environ: Mapping[str, str],
     ) -> None:
@@ -151,7 +155,7 @@ class Dispatcher:
 
     async def attempt(self, task_id: str) -> None:
         raw, traceparent = await self.store.redis.mget(
-            [self._payload_key(task_id), trace_context_key(self.store, task_id)]
+            [self._payload_key(task_id), self.store.trace_context_key(task_id)]
         )
         if raw is None:
             return

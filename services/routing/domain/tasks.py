@@ -22,6 +22,8 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict
 
 from contracts.directory import Agency, Directory
 from contracts.events import (
+    Actor,
+    ActorKind,
     AgencyType,
     Classification,
     DeliveryOutcome,
@@ -48,8 +50,12 @@ from contracts.events import (
 )
 from contracts.tasks import ALLOWED, Command
 
+SYSTEM = Actor(kind=ActorKind.SYSTEM, id="routing")
+"""Who changes a task when no person does: assignment, re-routing, timers, deliveries."""
 OPEN = frozenset({TaskStatus.ASSIGNED, TaskStatus.ACKNOWLEDGED, TaskStatus.ACCEPTED})
 TERMINAL = frozenset({TaskStatus.RESOLVED, TaskStatus.DECLINED, TaskStatus.REASSIGNED})
+CLOSED_WITHOUT_OUTCOME = frozenset({TaskStatus.DECLINED, TaskStatus.REASSIGNED})
+"""Given back or moved away: the case still needs the role, so it is routed again."""
 
 
 # What to do instead, when a command does not fit the task's status.
@@ -125,6 +131,12 @@ class TaskState(BaseModel):
     @property
     def is_open(self) -> bool:
         return self.status in OPEN
+
+
+def task_id_for(case_id: uuid.UUID, role: AgencyType, agency_id: str, attempt: int) -> uuid.UUID:
+    """A task's id, derived from its slot (the case, the role, the attempt) and its agency,
+    so a redelivered triage result or command finds the task it made the first time."""
+    return derived_event_id("task", str(case_id), role.value, agency_id, str(attempt))
 
 
 # ----------------------------------------------------------------------------- commands

@@ -1,0 +1,1 @@
+"""How work reaches routing: HTTP (`http.py`), Kafka (`kafka.py`) and the clocks (`timers.py`)."""

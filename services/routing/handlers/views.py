@@ -1,0 +1,158 @@
+"""What routing's use cases answer: tasks as officers see them, a case's details, an erasure."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import AwareDatetime, BaseModel, Field
+
+from contracts.events import (
+    AgencyType,
+    Classification,
+    DeliveryOutcome,
+    ErasureReason,
+    EscalationTarget,
+    IncidentFacts,
+    Priority,
+    ReportTriagedData,
+    SlaDeadline,
+    SurvivorFacts,
+    TaskStatus,
+)
+from contracts.reports import Language, RiskFlag, ViolenceType
+from ocsea.runtime.keystore import ErasureNotice
+from services.routing.domain.tasks import TaskState, satisfied
+
+
+class TaskView(BaseModel):
+    """A task as an officer sees it, with the time left before each open deadline."""
+
+    task_id: uuid.UUID
+    case_id: uuid.UUID
+    report_id: uuid.UUID
+    agency_id: str
+    agency_type: AgencyType
+    unit_id: str | None
+    role: AgencyType
+    status: TaskStatus
+    version: int
+    priority: Priority
+    classification: Classification
+    reason: str
+    criteria: tuple[str, ...]
+    assigned_at: AwareDatetime
+    acknowledge_due_at: AwareDatetime
+    first_action_due_at: AwareDatetime
+    seconds_to_acknowledge: float | None = Field(
+        description="Negative when overdue; null once acknowledged"
+    )
+    seconds_to_first_action: float | None = Field(
+        description="Negative when overdue; null once accepted"
+    )
+    overdue: bool
+    escalation_level: int
+    escalated_to: EscalationTarget | None
+    escalated_to_agency: str | None
+    acknowledged_at: AwareDatetime | None
+    accepted_at: AwareDatetime | None
+    resolved_at: AwareDatetime | None
+    outcome: str | None
+    decline_reason: str | None
+    previous_task_id: uuid.UUID | None
+    replaced_by: uuid.UUID | None
+    deliveries: dict[str, DeliveryOutcome]
+
+
+_SHOWN_AS_IS = {
+    "task_id",
+    "case_id",
+    "report_id",
+    "agency_id",
+    "agency_type",
+    "unit_id",
+    "role",
+    "status",
+    "version",
+    "priority",
+    "classification",
+    "reason",
+    "criteria",
+    "assigned_at",
+    "escalation_level",
+    "escalated_to",
+    "escalated_to_agency",
+    "acknowledged_at",
+    "accepted_at",
+    "resolved_at",
+    "outcome",
+    "decline_reason",
+    "previous_task_id",
+    "replaced_by",
+    "deliveries",
+}
+
+
+def task_view(task: TaskState, now: datetime) -> TaskView:
+    left: dict[SlaDeadline, float | None] = {
+        kind: None if satisfied(task, kind) else round((state.due_at - now).total_seconds(), 1)
+        for kind, state in task.deadlines.items()
+    }
+    return TaskView(
+        **task.model_dump(include=_SHOWN_AS_IS),
+        acknowledge_due_at=task.deadlines[SlaDeadline.ACKNOWLEDGE].due_at,
+        first_action_due_at=task.deadlines[SlaDeadline.FIRST_ACTION].due_at,
+        seconds_to_acknowledge=left[SlaDeadline.ACKNOWLEDGE],
+        seconds_to_first_action=left[SlaDeadline.FIRST_ACTION],
+        overdue=any(v is not None and v < 0 for v in left.values()),
+    )
+
+
+class ReassignResult(BaseModel):
+    reassigned: TaskView
+    replacement: TaskView | None
+
+
+class ReportDetails(BaseModel):
+    report_id: uuid.UUID
+    partner_id: str
+    channel: str
+    language: Language | None
+    received_at: AwareDatetime
+    incident: IncidentFacts
+    survivors: tuple[SurvivorFacts, ...]
+    categories: tuple[ViolenceType, ...]
+    risk_flags: tuple[RiskFlag, ...]
+    police_referral_consent: bool | None
+    personal: dict[str, Any] | None = Field(description="Decrypted for this viewer only")
+    personal_status: Literal["shown", "none", "erased", "unreadable"]
+
+
+class CaseTask(BaseModel):
+    task_id: uuid.UUID
+    agency_id: str
+    role: AgencyType
+    status: TaskStatus
+    priority: Priority
+
+
+class CaseView(BaseModel):
+    case_id: uuid.UUID
+    triage: ReportTriagedData | None
+    reports: list[ReportDetails]
+    tasks: list[CaseTask]
+    access_event_id: uuid.UUID = Field(description="The access record of this view")
+    personal_data_erased: ErasureNotice | None = Field(
+        default=None,
+        description="Set once the case's personal data was erased: when, and why; every "
+        "report then says `erased`",
+    )
+
+
+class ErasureResult(BaseModel):
+    case_id: uuid.UUID
+    erased_at: AwareDatetime
+    reason: ErasureReason = Field(description="The first erasure's, when erased before")
+    reference: str | None
+    event_id: uuid.UUID = Field(description="The `case.erased` event on the cases topic")
