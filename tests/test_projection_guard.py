@@ -39,6 +39,7 @@ async def test_a_missing_projection_is_rebuilt_once_however_many_wait_for_it() -
     assert rebuilt == [1]
     assert guard.rebuilds == 1
     assert "ocsea:projection:triage:epoch" in redis.values
+    assert await guard.epoch() is not None
 
 
 async def test_a_present_projection_is_left_alone_and_a_lost_one_rebuilt_again() -> None:

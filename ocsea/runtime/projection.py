@@ -19,6 +19,7 @@ import asyncio
 import time
 import uuid
 from collections.abc import Awaitable, Callable
+from typing import Protocol
 
 from redis.asyncio import Redis
 
@@ -27,32 +28,54 @@ from ocsea.runtime.logging import get_logger
 log = get_logger("ocsea.projection")
 
 
+class EpochMarker(Protocol):
+    """Where a projection says it is present (a Redis key beside its data)."""
+
+    async def epoch(self) -> str | None: ...
+
+    async def set_epoch(self, value: str) -> None: ...
+
+
+class RedisEpoch:
+    def __init__(self, redis: Redis, key: str) -> None:
+        self._redis = redis
+        self.key = key
+
+    async def epoch(self) -> str | None:
+        raw = await self._redis.get(self.key)
+        return None if raw is None else raw.decode() if isinstance(raw, bytes) else str(raw)
+
+    async def set_epoch(self, value: str) -> None:
+        await self._redis.set(self.key, value)
+
+
 class ProjectionGuard:
     """Rebuilds a projection from Kafka when its epoch marker is missing."""
 
     def __init__(
         self,
-        redis: Redis,
+        redis: Redis | None,
         name: str,
         rebuild: Callable[[], Awaitable[object]],
         *,
         recheck_s: float = 1.0,
+        marker: EpochMarker | None = None,
     ) -> None:
+        """The marker is `ocsea:projection:<name>:epoch` in `redis`, unless one is given."""
+        if marker is None:
+            if redis is None:
+                raise ValueError("a projection guard needs a Redis or an epoch marker")
+            marker = RedisEpoch(redis, f"ocsea:projection:{name}:epoch")
         self.name = name
-        self._redis = redis
+        self.marker = marker
         self._rebuild = rebuild
         self._lock = asyncio.Lock()
         self.recheck_s = recheck_s
         self._present_until = 0.0
         self.rebuilds = 0
 
-    @property
-    def epoch_key(self) -> str:
-        return f"ocsea:projection:{self.name}:epoch"
-
     async def epoch(self) -> str | None:
-        raw = await self._redis.get(self.epoch_key)
-        return None if raw is None else raw.decode() if isinstance(raw, bytes) else str(raw)
+        return await self.marker.epoch()
 
     async def ensure(self) -> None:
         # Checked at most once per `recheck_s` while present: every event and request passes
@@ -60,16 +83,16 @@ class ProjectionGuard:
         now = time.monotonic()
         if now < self._present_until:
             return
-        if await self.epoch() is not None:
+        if await self.marker.epoch() is not None:
             self._present_until = now + self.recheck_s
             return
         async with self._lock:
-            if await self.epoch() is not None:
+            if await self.marker.epoch() is not None:
                 return
             started = time.monotonic()
             log.warning("projection.missing_rebuilding", projection=self.name)
             folded = await self._rebuild()
-            await self._redis.set(self.epoch_key, uuid.uuid4().hex)
+            await self.marker.set_epoch(uuid.uuid4().hex)
             self.rebuilds += 1
             log.info(
                 "projection.rebuilt",

@@ -17,6 +17,7 @@ from contracts.events import (
     TaskStatus,
 )
 from ocsea.runtime.logging import get_logger
+from ocsea.runtime.projection import ProjectionGuard
 from services.routing.config import RoutingTopics
 from services.routing.domain.tasks import TASK_EVENT_TYPES, TaskState, VersionGapError, fold
 from services.routing.handlers.assignment import Assignments
@@ -53,29 +54,20 @@ class Projection:
         self.replay = replay
         self.topics = topics
         self.dispatch = dispatch
-        self._lock = asyncio.Lock()
-        self.rebuilds = 0
-        self.recheck_s = 1.0
-        self._present_until = 0.0
+        self.guard = ProjectionGuard(None, "routing", self._rebuild_and_requeue, marker=store)
+
+    @property
+    def rebuilds(self) -> int:
+        return self.guard.rebuilds
 
     async def ensure(self) -> None:
-        # Checked at most once per `recheck_s` while present: every event and request passes
-        # here, and a lost projection is still noticed within that time.
-        now = time.monotonic()
-        if now < self._present_until:
-            return
-        if await self.store.epoch() is not None:
-            self._present_until = now + self.recheck_s
-            return
-        async with self._lock:
-            if await self.store.epoch() is not None:
-                return
-            log.warning("projection.missing_rebuilding")
-            assigned = await self.rebuild()
-            if self.dispatch is not None:
-                await self.dispatch.requeue_after_rebuild(assigned)
-            await self.store.set_epoch(uuid.uuid4().hex)
-            self.rebuilds += 1
+        await self.guard.ensure()
+
+    async def _rebuild_and_requeue(self) -> int:
+        assigned = await self.rebuild()
+        if self.dispatch is not None:
+            await self.dispatch.requeue_after_rebuild(assigned)
+        return len(assigned)
 
     async def ready(self) -> None:
         """Readiness: the projection is there (not being rebuilt)."""
