@@ -1,11 +1,14 @@
-"""Stand-ins for the services behind the console: recorded calls and canned answers, so the
-console's own behaviour (sessions, languages, forms, pages) is tested without the stack."""
+"""Stand-ins for what the console depends on: the services behind it (as an httpx transport for
+the pages' tests, as in-memory ports for the use cases' tests), a session backend and clocks,
+so the console's own behaviour is tested without the stack."""
 
 from __future__ import annotations
 
 import base64
 import json
+import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -14,7 +17,8 @@ from typing import Any
 import httpx
 
 from contracts.directory import load_directory
-from ocsea.runtime.auth import DemoAgency, ensure_demo_principals
+from ocsea.runtime.auth import DemoAgency, Principal, ensure_demo_principals
+from services.console.ports import ServiceCallError, TaskPage
 
 NOW = datetime.now(UTC)
 CASE_ID = uuid.UUID("0d4c2a6e-1111-4a4a-8b8b-123456789abc")
@@ -65,7 +69,7 @@ def task_json(
     }
 
 
-CASE = {
+CASE: dict[str, Any] = {
     "case_id": str(CASE_ID),
     "triage": {
         "report_id": str(uuid.uuid4()),
@@ -213,3 +217,145 @@ def demo_credentials(var_dir: Path) -> dict[str, dict[str, str]]:
     )
     loaded: dict[str, dict[str, str]] = json.loads(credentials.read_text())
     return loaded
+
+
+class Clock:
+    """Seconds since the epoch, moved by the test (the sessions' clock)."""
+
+    def __init__(self) -> None:
+        self.now = 1_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class MemoryBackend:
+    """A session backend in a dict, with expiry on `clock`."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self.clock = clock
+        self.values: dict[str, tuple[bytes, float]] = {}
+
+    async def put(self, key: str, value: bytes, ttl_s: int) -> None:
+        self.values[key] = (value, self.clock() + ttl_s)
+
+    async def get(self, key: str, ttl_s: int) -> bytes | None:
+        found = self.values.get(key)
+        if found is None or found[1] <= self.clock():
+            self.values.pop(key, None)
+            return None
+        self.values[key] = (found[0], self.clock() + ttl_s)
+        return found[0]
+
+    async def delete(self, key: str) -> None:
+        self.values.pop(key, None)
+
+    async def ping(self) -> None:
+        return None
+
+
+# ----------------------------------------------------------------------------- in-memory ports
+
+
+@dataclass(frozen=True)
+class Call:
+    method: str
+    token: str
+    args: tuple[Any, ...]
+
+
+@dataclass
+class _Recording:
+    """Records every call; `refuse[method]` makes that method fail as a service would."""
+
+    calls: list[Call] = field(default_factory=list)
+    refuse: dict[str, ServiceCallError] = field(default_factory=dict)
+
+    def _called(self, method: str, token: str, *args: Any) -> None:
+        self.calls.append(Call(method, token, args))
+        if method in self.refuse:
+            raise self.refuse[method]
+
+    def called(self, method: str) -> list[Call]:
+        return [c for c in self.calls if c.method == method]
+
+
+@dataclass
+class FakeRouting(_Recording):
+    """Routing's API: each token sees the tasks listed for it, and nothing else."""
+
+    tasks_of: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    next_cursor: str | None = None
+    case_found: dict[str, Any] = field(default_factory=lambda: CASE)
+
+    async def tasks(self, token: str, query: dict[str, str]) -> TaskPage:
+        self._called("tasks", token, dict(query))
+        mine = self.tasks_of.get(token, [])
+        return TaskPage(tasks=list(mine), total=len(mine), next_cursor=self.next_cursor)
+
+    async def task(self, token: str, task_id: uuid.UUID) -> dict[str, Any]:
+        self._called("task", token, task_id)
+        for task in self.tasks_of.get(token, []):
+            if task["task_id"] == str(task_id):
+                return task
+        raise ServiceCallError(404, "task_not_found")
+
+    async def command(
+        self, token: str, task_id: uuid.UUID, command: str, body: dict[str, Any] | None
+    ) -> dict[str, Any]:
+        self._called("command", token, task_id, command, body)
+        return await self.task(token, task_id)
+
+    async def case(self, token: str, case_id: uuid.UUID) -> dict[str, Any]:
+        self._called("case", token, case_id)
+        return self.case_found
+
+
+@dataclass
+class FakeTriage(_Recording):
+    async def case_triage(self, token: str, case_id: uuid.UUID) -> dict[str, Any]:
+        self._called("case_triage", token, case_id)
+        return {"case_id": str(case_id), "current": CASE["triage"], "history": []}
+
+    async def override(
+        self, token: str, case_id: uuid.UUID, body: dict[str, Any], idempotency_key: str
+    ) -> dict[str, Any]:
+        self._called("override", token, case_id, dict(body), idempotency_key)
+        return dict(CASE["triage"])
+
+
+@dataclass
+class FakeAudit(_Recording):
+    trail_entries: list[dict[str, Any]] = field(
+        default_factory=lambda: [
+            {"leaf_index": 0, "leaf_hash": "ef" * 32, "entry": json.loads(LEAF)}
+        ]
+    )
+    bundle_entries: list[dict[str, Any]] = field(
+        default_factory=lambda: [{"leaf_index": 0, "leaf": LEAF, "inclusion_proof": []}]
+    )
+
+    async def trail(self, token: str, case_id: uuid.UUID) -> dict[str, Any]:
+        self._called("trail", token, case_id)
+        return {"case_id": str(case_id), "entries": self.trail_entries}
+
+    async def case_bundle(self, token: str, case_id: uuid.UUID) -> dict[str, Any]:
+        self._called("case_bundle", token, case_id)
+        return {
+            "format": "ocsea-audit-case-bundle/v1",
+            "case_id": str(case_id),
+            "checkpoint": CHECKPOINT,
+            "entries": self.bundle_entries,
+        }
+
+    async def checkpoint(self, token: str) -> dict[str, Any]:
+        self._called("checkpoint", token)
+        return CHECKPOINT
+
+
+@dataclass
+class FakeCredentials:
+    principals: dict[str, Principal] = field(default_factory=dict)
+
+    def authenticate(self, token: str) -> Principal | None:
+        return self.principals.get(token)

@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import Iterator
-from dataclasses import dataclass
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -16,65 +14,15 @@ import pytest
 from fastapi.testclient import TestClient
 
 from ocsea.runtime.settings import Settings
-from services.console.app import build
-from services.console.sessions import MemoryBackend
-from tests.console.fakes import CASE_ID, TASK_ID, FakeServices, demo_credentials, task_json
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-@dataclass
-class Console:
-    client: TestClient
-    fake: FakeServices
-    credentials: dict[str, dict[str, str]]
-    backend: MemoryBackend
-    clock: Clock
-
-    def token(self, who: str) -> str:
-        return self.credentials[who]["token"]
-
-    def sign_in(self, who: str, lang: str = "en") -> str:
-        """Sign in through the form; returns the page's CSRF token."""
-        page = self.client.get(f"/?lang={lang}")
-        nonce = _csrf(page.text)
-        response = self.client.post(
-            "/signin", data={"credential": self.token(who), "csrf": nonce}, follow_redirects=False
-        )
-        assert response.status_code == 303, response.text
-        landing = self.client.get(response.headers["location"])
-        assert landing.status_code == 200, landing.text
-        return _csrf(landing.text)
-
-
-def _csrf(html: str) -> str:
-    found = re.search(r'name="csrf" value="([^"]+)"', html)
-    assert found, "no CSRF field on the page"
-    return found.group(1)
-
-
-@pytest.fixture
-def console(tmp_path: Path) -> Iterator[Console]:
-    credentials = demo_credentials(tmp_path)
-    fake = FakeServices()
-    clock = Clock()
-    backend = MemoryBackend(clock)
-    settings = Settings(var_dir=tmp_path, console_session_idle_s=900, console_session_max_s=3600)
-    app = build(
-        settings,
-        session_backend=backend,
-        transport=httpx.MockTransport(fake.handler),
-        clock=clock,
-    )
-    with TestClient(app, base_url="http://127.0.0.1:8080") as client:
-        yield Console(client, fake, credentials, backend, clock)
-
+from services.console.bootstrap import build
+from tests.console.fakes import (
+    CASE_ID,
+    TASK_ID,
+    MemoryBackend,
+    demo_credentials,
+    task_json,
+)
+from tests.console.harness import Console, csrf_token
 
 # ----------------------------------------------------------------------------- sign-in, sessions
 
@@ -93,7 +41,7 @@ def test_signing_in_keeps_the_token_on_the_server_only(console: Console) -> None
     page = console.client.get("/")
     response = console.client.post(
         "/signin",
-        data={"credential": console.token("officer-erbil-cpu"), "csrf": _csrf(page.text)},
+        data={"credential": console.token("officer-erbil-cpu"), "csrf": csrf_token(page.text)},
         follow_redirects=False,
     )
     assert response.status_code == 303
@@ -117,13 +65,15 @@ def test_signing_in_keeps_the_token_on_the_server_only(console: Console) -> None
 
 def test_a_wrong_credential_or_a_partner_is_refused(console: Console) -> None:
     page = console.client.get("/")
-    refused = console.client.post("/signin", data={"credential": "guess", "csrf": _csrf(page.text)})
+    refused = console.client.post(
+        "/signin", data={"credential": "guess", "csrf": csrf_token(page.text)}
+    )
     assert refused.status_code == 401
     assert "not valid" in refused.text
     page = console.client.get("/")
     partner = console.client.post(
         "/signin",
-        data={"credential": console.token("partner-hotline"), "csrf": _csrf(page.text)},
+        data={"credential": console.token("partner-hotline"), "csrf": csrf_token(page.text)},
     )
     assert partner.status_code == 403
     assert "ocsea_session" not in console.client.cookies
@@ -273,7 +223,7 @@ def test_an_unreachable_service_is_a_503_page_not_a_crash(tmp_path: Path) -> Non
             "/signin",
             data={
                 "credential": credentials["officer-erbil-cpu"]["token"],
-                "csrf": _csrf(page.text),
+                "csrf": csrf_token(page.text),
             },
         )
         response = client.get("/inbox")

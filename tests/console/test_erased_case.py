@@ -5,17 +5,17 @@ from __future__ import annotations
 
 import pytest
 
-from services.console.i18n import Lang, catalogs
+from services.console.domain.i18n import Lang, catalogs
 from tests.console import fakes
 from tests.console.fakes import CASE_ID
-from tests.console.test_app import Console, console  # noqa: F401 - the fixture
+from tests.console.harness import Console
 
 ERASED_AT = "2026-11-30T09:05:00Z"  # 12:05 in Baghdad
 
 
 @pytest.mark.parametrize("lang", list(Lang))
 def test_an_erased_case_says_when_and_why_its_personal_data_was_erased(
-    console: Console,  # noqa: F811 - the fixture
+    console: Console,
     monkeypatch: pytest.MonkeyPatch,
     lang: Lang,
 ) -> None:
@@ -41,7 +41,7 @@ def test_an_erased_case_says_when_and_why_its_personal_data_was_erased(
     assert "MARKER" not in page.text
 
 
-def test_a_case_not_erased_has_no_erasure_notice(console: Console) -> None:  # noqa: F811
+def test_a_case_not_erased_has_no_erasure_notice(console: Console) -> None:
     console.sign_in("officer-erbil-cpu")
     page = console.client.get(f"/cases/{CASE_ID}")
     assert page.status_code == 200

@@ -26,7 +26,7 @@ from contracts.reports import Channel, Governorate, Language, PartnerReport, Vio
 from contracts.tasks import InboxSort
 from ocsea.runtime.auth import Role
 from services.audit.domain.entry import DEAD_LETTERED, DISPATCHED, UNREADABLE_RECORD
-from services.console.i18n import (
+from services.console.domain.i18n import (
     Lang,
     MissingTranslationError,
     accepted_languages,
@@ -34,8 +34,8 @@ from services.console.i18n import (
     choose_language,
     missing_keys,
 )
-from services.console.views import CODE_FIELD, OFFERED
-from services.triage.rules import FACTOR_NAMES
+from services.console.domain.tasks import CODE_FIELD, OFFERED
+from services.triage.domain.rules import FACTOR_NAMES
 
 CONSOLE = Path(__file__).resolve().parents[2] / "services" / "console"
 REGIONS = ("tasks", "escalations")
@@ -51,8 +51,9 @@ def test_every_message_the_templates_and_scripts_use_exists() -> None:
         used |= set(re.findall(r"""\bt\(\s*["']([a-z_.]+)["']""", template.read_text()))
     for script in (CONSOLE / "static").glob("*.js"):
         used |= set(re.findall(r"""["']((?:js|countdown)\.[a-z_.]+)["']""", script.read_text()))
-    app = (CONSOLE / "app.py").read_text()
-    used |= set(re.findall(r'"((?:error|signin|done|confirm)\.[a-z_]+)"', app))
+    for module in CONSOLE.rglob("*.py"):
+        code = module.read_text()
+        used |= set(re.findall(r'"((?:error|signin|done|confirm)\.[a-z_]+)"', code))
     assert used, "no message found: the pattern no longer matches the templates"
     # Keys built at render time ("action." ~ command) are checked below, whole.
     used = {key for key in used if not key.endswith((".", "_", ".html"))}

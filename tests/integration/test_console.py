@@ -26,11 +26,11 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from ocsea.runtime.settings import Settings
 from services.audit.domain.entry import canonical_json
-from services.console.app import build
-from tests.conftest import REPO, RunningSystem, free_port, start_system
-from tests.integration.test_audit_tamper import tamper
-from tests.routing.harness import start_groups_at_the_end
-from tests.support import wait_for
+from services.console.bootstrap import build
+from testkit.audit import tamper
+from testkit.routing_harness import start_groups_at_the_end
+from testkit.system import REPO, RunningSystem, free_port, start_system
+from testkit.waiting import wait_for
 
 # A system of its own and a browser: setting up takes longer than the default allows.
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]

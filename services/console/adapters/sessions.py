@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import hmac
 import os
 import secrets
 import time
@@ -26,22 +25,9 @@ from pydantic import BaseModel, ConfigDict
 from redis.asyncio import Redis
 
 from ocsea.runtime.auth import Principal
+from services.console.ports import Session
 
 KEY_PREFIX = "ocsea:console:session:"
-
-
-class Session(BaseModel):
-    """A signed-in user, as the console's pages need them."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    principal: Principal
-    token: str
-    csrf: str
-    created_at: float
-
-    def csrf_ok(self, submitted: str | None) -> bool:
-        return submitted is not None and hmac.compare_digest(submitted.encode(), self.csrf.encode())
 
 
 class _Stored(BaseModel):
@@ -91,31 +77,6 @@ class RedisBackend:
         await self.redis.aclose()
 
 
-class MemoryBackend:
-    """For tests and a single process without Redis; `clock` lets tests move time."""
-
-    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
-        self.clock = clock
-        self.values: dict[str, tuple[bytes, float]] = {}
-
-    async def put(self, key: str, value: bytes, ttl_s: int) -> None:
-        self.values[key] = (value, self.clock() + ttl_s)
-
-    async def get(self, key: str, ttl_s: int) -> bytes | None:
-        found = self.values.get(key)
-        if found is None or found[1] <= self.clock():
-            self.values.pop(key, None)
-            return None
-        self.values[key] = (found[0], self.clock() + ttl_s)
-        return found[0]
-
-    async def delete(self, key: str) -> None:
-        self.values.pop(key, None)
-
-    async def ping(self) -> None:
-        return None
-
-
 def _storage_key(session_id: str) -> str:
     return KEY_PREFIX + hashlib.sha256(session_id.encode()).hexdigest()
 
@@ -128,6 +89,8 @@ def _cipher(session_id: str) -> AESGCM:
 
 
 class Sessions:
+    """The console's `SessionStore`, over any `SessionBackend`."""
+
     def __init__(
         self,
         backend: SessionBackend,
@@ -186,3 +149,6 @@ class Sessions:
     async def end(self, session_id: str | None) -> None:
         if session_id:
             await self.backend.delete(_storage_key(session_id))
+
+    async def ping(self) -> None:
+        await self.backend.ping()

@@ -1,10 +1,11 @@
 """Languages of the console: catalogs, the choice of language, numerals and Baghdad time. Pure.
 
-Catalogs are TOML files in `translations/`, one per language, with the same keys. English is
-the source. A `[meta]` table names the language and its direction, and `reviewed` lists the
-keys a native speaker has confirmed; every other key of a non-English catalog is a draft that
-needs review (`Catalog.needs_review`). Domain words follow the Luxembourg Terminology
-Guidelines ("child sexual abuse material", never "child pornography"; "survivor").
+Catalogs are TOML files in `services/console/translations/`, one per language, with the same
+keys. English is the source. A `[meta]` table names the language and its direction, and
+`reviewed` lists the keys a native speaker has confirmed; every other key of a non-English
+catalog is a draft that needs review (`Catalog.needs_review`). Domain words follow the
+Luxembourg Terminology Guidelines ("child sexual abuse material", never "child pornography";
+"survivor").
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ from functools import cache
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
-TRANSLATIONS = Path(__file__).parent / "translations"
+# The catalogs stay beside the templates, at the console package's top level.
+TRANSLATIONS = Path(__file__).parents[1] / "translations"
 BAGHDAD = ZoneInfo("Asia/Baghdad")
 
 

@@ -1,0 +1,1 @@
+"""The console's pages over HTTP (`http.py`), rendered by `pages.py`."""
