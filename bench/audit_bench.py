@@ -359,7 +359,7 @@ uvicorn.run(build(Settings(), ingest=False), host="127.0.0.1", port=int(sys.argv
 def start_api(
     env: dict[str, str], var_dir: Path, url: str
 ) -> tuple[subprocess.Popen[bytes], str, str]:
-    from tests.conftest import free_port
+    from testkit.system import free_port
 
     ensure_demo_principals(var_dir / "principals.json", var_dir / "demo-credentials.json", [])
     token = json.loads((var_dir / "demo-credentials.json").read_text())["auditor"]["token"]

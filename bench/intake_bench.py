@@ -9,7 +9,7 @@ Every request is a distinct, realistic hotline report (Kurdish and Arabic-Indic 
 a phone number, a handle, a narrative), so each one is normalised, matched, sealed, published
 to Kafka with acks=all and answered 202 only after the broker acknowledged it. By default the
 script starts a real Kafka and Redis of its own (the local stack's scripts, its own ports and a
-temporary directory) and intake alone on them (`tests/intake/serve.py`), with a rate limit high
+temporary directory) and intake alone on them (`testkit/intake_serve.py`), with a rate limit high
 enough not to interfere: tens of thousands of benchmark reports must not land in the shared
 topics, which every new consumer group (every test session) replays from the beginning.
 
@@ -39,7 +39,8 @@ from aiokafka import TopicPartition
 
 import devstack as local_stack
 from contracts import topics
-from tests.intake.support import own_stack, start_intake
+from testkit.intake import start_intake
+from testkit.stack import own_stack
 
 
 def report(number: int, run: str) -> bytes:
@@ -181,7 +182,7 @@ async def status_projection_caught_up(bootstrap: str, group: str, within: float 
     measuring during that catch-up would measure the catch-up."""
     from aiokafka.admin import AIOKafkaAdminClient
 
-    from tests.support import end_offsets
+    from testkit.kafka import end_offsets
 
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()

@@ -50,7 +50,8 @@ from contracts.reports import ViolenceType
 from ocsea.runtime.logging import configure_logging
 from services.routing.domain.policy import CaseFacts, required_roles
 from services.routing.domain.tasks import SYSTEM
-from tests.routing.harness import (
+from testkit.kafka import read_all
+from testkit.routing_harness import (
     Isolation,
     RoutingInstance,
     claimed_redis_db,
@@ -61,7 +62,7 @@ from tests.routing.harness import (
     short_directory,
     triaged_event,
 )
-from tests.support import read_all, wait_for
+from testkit.waiting import wait_for
 
 STEP_S = 5  # escalation step of the seeded tasks
 

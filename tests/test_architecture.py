@@ -120,3 +120,37 @@ def test_the_kernels_import_no_service() -> None:
         if module.startswith("services")
     }
     assert crossing == set()
+
+
+def _imported_names(path: Path) -> set[str]:
+    """Every module a file imports, and for `from a import b` also `a.b` (b may be a module)."""
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            found |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found |= {node.module} | {f"{node.module}.{alias.name}" for alias in node.names}
+    return found
+
+
+def test_helpers_are_shared_through_testkit_never_through_a_test_module() -> None:
+    """Benchmarks, drills and testkit itself import nothing from tests/, and no test module
+    imports another test module: what two of them share lives in testkit/."""
+    from_tests = {
+        f"{path.relative_to(REPO)} imports {module}"
+        for root in ("bench", "drills", "testkit")
+        for path in _modules(REPO / root)
+        for module in _imported_names(path)
+        if module == "tests" or module.startswith("tests.")
+    }
+    test_modules = {
+        ".".join(path.relative_to(REPO).with_suffix("").parts)
+        for path in _modules(REPO / "tests")
+        if path.name.startswith("test_")
+    }
+    between_tests = {
+        f"{path.relative_to(REPO)} imports {module}"
+        for path in _modules(REPO / "tests")
+        for module in _imported_names(path) & test_modules
+    }
+    assert from_tests | between_tests == set()

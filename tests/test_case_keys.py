@@ -31,8 +31,8 @@ from devstack import postgres as local_postgres
 from devstack import redis as local_redis
 from ocsea.runtime.crypto import CaseErasedError, CaseKeyNotFoundError, CaseKeys
 from ocsea.runtime.keystore import Erasure, KeyStore
+from testkit.routing_harness import claimed_redis_db, redis_url
 from tests.keystore_racer import create_keys
-from tests.routing.harness import claimed_redis_db, redis_url
 
 pytestmark = pytest.mark.integration
 

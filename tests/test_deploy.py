@@ -39,8 +39,8 @@ from ocsea.topic_plan import TopicSpec, apply_plan, load_plan
 from services.audit.adapters.ledger import Ledger
 from services.audit.adapters.schema import SchemaMissingError, expect_schema
 from services.audit.entrypoints.schema import create_schema
-from tests.conftest import free_port
-from tests.support import wait_for
+from testkit.system import free_port
+from testkit.waiting import wait_for
 
 REPO = Path(__file__).resolve().parents[1]
 DEPLOY = REPO / "deploy"
@@ -673,7 +673,7 @@ def superuser(stack_env: dict[str, str]) -> tuple[str, str]:
 async def test_the_audit_service_role_may_only_read_and_add_rows(
     superuser: tuple[str, str], tmp_path: Path
 ) -> None:
-    from tests.integration.test_ledger import entry, event
+    from testkit.audit import entry, event
 
     psql, sockets = superuser
     tag = uuid.uuid4().hex[:8]

@@ -14,7 +14,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from ocsea.runtime.metrics import HttpMetrics, Refresher, ServiceFigures, exported_names
 from ocsea.runtime.service import ServiceContext
 from ocsea.runtime.settings import Settings
-from tests.support import wait_for
+from testkit.waiting import wait_for
 
 
 def instrumented() -> tuple[FastAPI, CollectorRegistry]:

@@ -26,7 +26,7 @@ from ocsea.restart_policy import (
 )
 from ocsea.runner import listening_socket, parse_replicas, select_services
 from ocsea.supervisor import ChildSpec, Supervisor
-from tests.support import wait_for
+from testkit.waiting import wait_for
 
 POLICY = RestartPolicy(
     backoff_initial_s=0.5, backoff_max_s=4.0, startup_failures_max=2, window_s=60.0

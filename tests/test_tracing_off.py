@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO
+from testkit.system import REPO
 
 PROBE = """
 import json, sys

@@ -1,49 +1,12 @@
-"""Builders of received reports for triage tests (imported by other suites too), and the
-single-report entry point's basic behaviour. The rules' full coverage is in tests/triage/."""
+"""The single-report entry point's basic behaviour. The rules' full coverage is in tests/triage/;
+the builders of received reports are in `testkit.triage_events`."""
 
 from __future__ import annotations
 
-import uuid
-from datetime import UTC, datetime, timedelta
-from typing import Any
-
-from contracts.events import (
-    AgeBasis,
-    Classification,
-    IncidentFacts,
-    Priority,
-    ReportReceivedData,
-    SurvivorFacts,
-)
-from contracts.reports import Channel, Governorate, RiskFlag
+from contracts.events import AgeBasis, Classification, Priority
+from contracts.reports import RiskFlag
 from services.triage.domain.case import triage
-
-BASE_TIME = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)
-
-
-def received(
-    *survivors: SurvivorFacts, flags: tuple[RiskFlag, ...] = (), **fields: Any
-) -> ReportReceivedData:
-    """A received report; one 15-year-old survivor unless survivors are given.
-
-    `fields` sets any other ReportReceivedData field; `minutes` shifts `received_at`.
-    """
-    minutes = fields.pop("minutes", 0)
-    data: dict[str, Any] = {
-        "report_id": uuid.uuid4(),
-        "partner_id": "partner",
-        "channel": Channel.HOTLINE,
-        "received_at": BASE_TIME + timedelta(minutes=minutes),
-        "incident": IncidentFacts(governorate=Governorate.ERBIL),
-        "survivors": survivors or (SurvivorFacts(survivor_ref="s1", stated_age=15),),
-        "risk_flags": flags,
-        **fields,
-    }
-    return ReportReceivedData.model_validate(data)
-
-
-def survivor(ref: str = "s1", **facts: Any) -> SurvivorFacts:
-    return SurvivorFacts.model_validate({"survivor_ref": ref, **facts})
+from testkit.triage_events import received
 
 
 def test_one_report_is_triaged_with_the_shipped_rules() -> None:

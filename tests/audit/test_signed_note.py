@@ -13,8 +13,7 @@ import base64
 import hashlib
 
 import pytest
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from services.audit.domain.checkpoint import raw_public_key
 from services.audit.domain.signed_note import (
@@ -26,6 +25,7 @@ from services.audit.domain.signed_note import (
     tlog_checkpoint,
     verifier_key,
 )
+from testkit.audit import spec_open
 
 # The example in the documentation of golang.org/x/mod/sumdb/note: a signer key, its verifier
 # key, and the note it signs. Ed25519 is deterministic, so signing the text again must give
@@ -52,38 +52,6 @@ def go_signer_key() -> Ed25519PrivateKey:
     typed = base64.b64decode(GO_SIGNER.split("+", 4)[4])
     assert typed[0] == 0x01
     return Ed25519PrivateKey.from_private_bytes(typed[1:])
-
-
-def spec_open(note: str, verifier: str) -> tuple[str, int, bytes]:
-    """A checkpoint note checked as the specifications say, independently of the service code:
-    (origin, tree size, root hash) if `verifier` signed it, else AssertionError."""
-    name, key_hash_hex, typed_b64 = verifier.split("+", 2)
-    typed = base64.b64decode(typed_b64)
-    assert typed[0] == 0x01, "an Ed25519 verifier key"
-    assert len(typed) == 33
-    key_hash = hashlib.sha256(name.encode() + b"\n" + typed).digest()[:4]
-    assert key_hash.hex() == key_hash_hex
-    split = note.rindex("\n\n")
-    text, signatures = note[: split + 1], note[split + 2 :]
-    assert signatures.endswith("\n")
-    verified = False
-    for line in signatures[:-1].split("\n"):
-        dash, signer, blob = line.split(" ")
-        assert dash == "\u2014"
-        decoded = base64.b64decode(blob)
-        if signer != name or decoded[:4] != key_hash:
-            continue
-        try:
-            Ed25519PublicKey.from_public_bytes(typed[1:]).verify(decoded[4:], text.encode())
-        except InvalidSignature as exc:
-            raise AssertionError("the signature does not verify") from exc
-        verified = True
-    assert verified, f"no signature by {name}"
-    origin, size, root, rest = text.split("\n", 3)
-    assert rest == "", "no extension lines"
-    assert size.isdigit()
-    assert size == "0" or not size.startswith("0")
-    return origin, int(size), base64.b64decode(root)
 
 
 def test_signing_reproduces_the_go_reference_example() -> None:

@@ -31,8 +31,8 @@ from starlette.routing import Mount, Route
 from ocsea.runner import SERVICES
 from ocsea.runtime.auth import Role
 from ocsea.runtime.settings import Settings
-from tests.conftest import RunningSystem
-from tests.support import wait_for
+from testkit.system import RunningSystem
+from testkit.waiting import wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 

@@ -31,8 +31,8 @@ from services.audit.domain import merkle
 from services.audit.domain.checkpoint import Checkpoint, raw_public_key, verify_checkpoint
 from services.audit.domain.entry import NewEntry, event_entry
 from services.audit.handlers import Checkpointer
-from tests.support import wait_for
-from tests.test_triage_domain import received
+from testkit.triage_events import received
+from testkit.waiting import wait_for
 
 pytestmark = pytest.mark.integration
 

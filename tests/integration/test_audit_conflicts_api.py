@@ -17,11 +17,9 @@ import pytest
 from aiokafka import AIOKafkaProducer
 
 from contracts import topics
-from tests.audit.test_signed_note import spec_open
-from tests.conftest import RunningSystem
-from tests.integration.test_audit_forgery import access_event, rfc6962_root
-from tests.integration.test_audit_tamper import cli
-from tests.support import wait_for
+from testkit.audit import access_event, cli, rfc6962_root, spec_open
+from testkit.system import RunningSystem
+from testkit.waiting import wait_for
 
 pytestmark = pytest.mark.integration
 

@@ -20,10 +20,11 @@ from contracts import topics
 from services.audit.domain import merkle
 from services.audit.domain.checkpoint import Checkpoint, PublicKey, verify_checkpoint
 from services.audit.domain.entry import canonical_json
-from tests.conftest import RunningSystem
-from tests.integration.test_audit_tamper import cli
-from tests.integration.test_pipeline import SAMPLE_REPORT, post_report, tasks_for_case, trail
-from tests.support import read_all, wait_for
+from testkit.audit import cli
+from testkit.kafka import read_all
+from testkit.reports import SAMPLE_REPORT, post_report, tasks_for_case, trail
+from testkit.system import RunningSystem
+from testkit.waiting import wait_for
 
 pytestmark = pytest.mark.integration
 

@@ -23,7 +23,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from prometheus_client import CollectorRegistry
 from redis.asyncio import Redis
 
-from contracts.events import Actor, ActorKind, CaseAccessData, Envelope, EventType, make_event
+from contracts.events import Envelope
 from ocsea.runtime.consumer import ProcessedMarkers, ReliableConsumer, RetryPolicy
 from ocsea.runtime.kafka import make_broker
 from ocsea.runtime.settings import Settings
@@ -33,9 +33,8 @@ from services.audit.domain.entry import CONFLICT, OFFSET_GAP
 from services.audit.entrypoints.kafka import Recorder
 from services.audit.handlers import Checkpointer
 from services.audit.ports import SearchFilter
-from tests.audit.test_signed_note import spec_open
-from tests.integration.test_audit_tamper import cli
-from tests.support import wait_for
+from testkit.audit import access_event, cli, rfc6962_root, spec_open
+from testkit.waiting import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -105,28 +104,6 @@ async def ingest(drill: Drill, ledger: Ledger, until: Callable[[], Awaitable[boo
         await broker.stop()
         await redis.aclose()
     return recorder
-
-
-def access_event(viewer: str, case_id: uuid.UUID, event_id: uuid.UUID | None = None) -> Envelope:
-    return make_event(
-        event_type=EventType.CASE_VIEWED,
-        event_id=event_id,
-        case_id=case_id,
-        producer="routing",
-        actor=Actor(kind=ActorKind.OFFICER, id=viewer, agency="erbil-cpu"),
-        data=CaseAccessData(viewer=viewer, role="officer", agency="erbil-cpu", reason="open task"),
-    )
-
-
-def rfc6962_root(leaves: list[bytes]) -> bytes:
-    """MTH of RFC 6962 section 2.1, written out here rather than taken from the service."""
-    if not leaves:
-        return hashlib.sha256().digest()
-    if len(leaves) == 1:
-        return hashlib.sha256(b"\x00" + leaves[0]).digest()
-    split = 1 << ((len(leaves) - 1).bit_length() - 1)  # the largest power of two below n
-    left, right = rfc6962_root(leaves[:split]), rfc6962_root(leaves[split:])
-    return hashlib.sha256(b"\x01" + left + right).digest()
 
 
 async def entries(ledger: Ledger, action: str) -> list[dict[str, Any]]:

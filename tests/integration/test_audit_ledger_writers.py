@@ -22,7 +22,7 @@ from services.audit.adapters.schema import audit_entries, audit_nodes
 from services.audit.domain import merkle
 from services.audit.domain.append_plan import Appended, plan_appends
 from services.audit.domain.entry import NewEntry
-from tests.support import wait_for
+from testkit.waiting import wait_for
 
 pytestmark = pytest.mark.integration
 

@@ -22,7 +22,8 @@ from ocsea.runtime.consumer import (
 )
 from ocsea.runtime.kafka import make_broker
 from ocsea.runtime.settings import Settings
-from tests.support import read_all, wait_for
+from testkit.kafka import read_all
+from testkit.waiting import wait_for
 
 pytestmark = pytest.mark.integration
 

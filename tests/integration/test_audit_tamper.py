@@ -15,7 +15,6 @@ import json
 import os
 import sys
 import uuid
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,11 +24,9 @@ from aiokafka import AIOKafkaProducer
 from fastapi.testclient import TestClient
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
-from typer.testing import CliRunner
 
 from contracts import topics
 from contracts.events import Actor, ActorKind, EventType, make_event
-from ocsea.cli import app as ocsea_cli
 from ocsea.runtime.auth import ensure_demo_principals
 from ocsea.runtime.consumer import Origin
 from ocsea.runtime.settings import Settings
@@ -40,9 +37,10 @@ from services.audit.bootstrap import build
 from services.audit.domain.checkpoint import Checkpoint
 from services.audit.domain.entry import canonical_json, event_entry
 from services.audit.handlers import Checkpointer, verify_ledger
-from tests.conftest import REPO, free_port
-from tests.support import wait_for
-from tests.test_triage_domain import received
+from testkit.audit import Tamper, cli, tamper
+from testkit.system import REPO, free_port
+from testkit.triage_events import received
+from testkit.waiting import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -103,9 +101,6 @@ async def drill(request: pytest.FixtureRequest, tmp_path: Path, postgres_url: st
     return Drill(url, var_dir, kept_file)
 
 
-Tamper = Callable[[AsyncConnection], Awaitable[None]]
-
-
 async def _entry(conn: AsyncConnection, seq: int) -> dict[str, object]:
     stored = await conn.scalar(text("SELECT entry FROM audit_entries WHERE seq = :s"), {"s": seq})
     entry: dict[str, object] = json.loads(stored)
@@ -159,28 +154,6 @@ async def after_the_checkpoint(conn: AsyncConnection) -> None:
     entry = await _entry(conn, KEPT + 3)
     entry["actor"] = {"kind": "officer", "id": "someone-else", "agency": None}
     await _set_entry(conn, KEPT + 3, entry)
-
-
-async def tamper(url: str, change: Tamper) -> None:
-    """As the tables' owner: switch the append-only protection off, change history, switch it
-    back on (the service itself never could: it only appends)."""
-    ledger = Ledger(url)
-    async with ledger.engine.begin() as conn:
-        if ledger.engine.dialect.name == "postgresql":
-            await conn.execute(text("ALTER TABLE audit_entries DISABLE TRIGGER USER"))
-            await change(conn)
-            await conn.execute(text("ALTER TABLE audit_entries ENABLE TRIGGER USER"))
-        else:
-            for trigger in ("audit_entries_no_update", "audit_entries_no_delete"):
-                await conn.execute(text(f"DROP TRIGGER {trigger}"))
-            await change(conn)
-    await ledger.close()
-    await Ledger(url).create()  # restores the SQLite triggers, as a restart would
-
-
-def cli(*args: str) -> tuple[int, str]:
-    result = CliRunner().invoke(ocsea_cli, list(args))
-    return result.exit_code, result.output
 
 
 async def verify_export(drill: Drill, tmp_path: Path) -> tuple[int, str]:

@@ -31,10 +31,10 @@ from contracts.events import EncryptedBlob
 from ocsea.runtime.crypto import CaseErasedError, CaseKeys, load_or_create_master_key
 from ocsea.runtime.keystore import KeyStore
 from ocsea.runtime.settings import Settings
-from tests.conftest import RunningSystem
-from tests.intake.support import read_since
-from tests.integration.test_audit_tamper import cli
-from tests.support import end_offsets, wait_for
+from testkit.audit import cli
+from testkit.kafka import end_offsets, read_since
+from testkit.system import RunningSystem
+from testkit.waiting import wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 

@@ -33,8 +33,9 @@ from ocsea.dlq.letters import (
 from ocsea.runtime.consumer import Origin
 from ocsea.runtime.kafka import publish_event
 from ocsea.runtime.settings import Settings
-from tests.integration.test_reliable_consumer import running_consumer
-from tests.support import end_offsets, read_all, wait_for
+from testkit.consumers import running_consumer
+from testkit.kafka import end_offsets, read_all
+from testkit.waiting import wait_for
 
 pytestmark = pytest.mark.integration
 

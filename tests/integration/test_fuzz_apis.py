@@ -39,8 +39,9 @@ import pytest
 from contracts.directory import Directory, load_directory
 from contracts.events import Classification, OverrideReason, Priority
 from ocsea.runtime.settings import Settings
-from tests.conftest import REPO, RunningSystem, system_services
-from tests.integration.test_triage_access import child_report, cpu_task
+from testkit.console import console_session
+from testkit.reports import child_report, cpu_task
+from testkit.system import REPO, RunningSystem, system_services
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(420)]
 
@@ -123,24 +124,6 @@ async def seed_case(client: httpx.AsyncClient, system: RunningSystem) -> Seed:
     case_id = response.json()["case_id"]
     task = await cpu_task(client, system, case_id)
     return Seed(case_id, task["task_id"])
-
-
-async def console_session(
-    console: str, system: RunningSystem, principal: str
-) -> tuple[dict[str, str], str]:
-    """Sign in through the console's form; the session's cookie and CSRF token."""
-    async with httpx.AsyncClient(base_url=console, timeout=20, follow_redirects=True) as browser:
-        page = await browser.get("/signin")
-        nonce = re.search(r'name="csrf" value="([^"]+)"', page.text)
-        assert nonce, page.text
-        signed_in = await browser.post(
-            "/signin", data={"credential": system.token(principal), "csrf": nonce.group(1)}
-        )
-        assert signed_in.status_code == 200, signed_in.text  # the landing page, redirected to
-        csrf = re.search(r'name="csrf" value="([^"]+)"', signed_in.text)
-        assert csrf, signed_in.text
-        session = browser.cookies["ocsea_session"]
-    return {"ocsea_session": session}, csrf.group(1)
 
 
 def known_values(seed: Seed, directory: Directory) -> dict[str, list[str]]:

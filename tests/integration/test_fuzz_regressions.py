@@ -8,8 +8,8 @@ import httpx
 import pytest
 
 from services.audit.entrypoints.http import MAX_LEAF_INDEX
-from tests.conftest import RunningSystem
-from tests.integration.test_fuzz_apis import console_session
+from testkit.console import console_session
+from testkit.system import RunningSystem
 
 pytestmark = [pytest.mark.integration]
 

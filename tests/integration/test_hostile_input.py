@@ -19,7 +19,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from tests.intake.support import Intake, start_intake
+from testkit.intake import Intake, start_intake
 
 pytestmark = pytest.mark.integration
 

@@ -18,9 +18,9 @@ import httpx
 import pytest
 
 from contracts import topics
+from testkit.intake import Intake, envelopes, open_personal, start_intake
+from testkit.kafka import end_offsets, read_since
 from tests.intake.conftest import FIXTURES
-from tests.intake.support import Intake, envelopes, open_personal, read_since, start_intake
-from tests.support import end_offsets
 
 pytestmark = pytest.mark.integration
 

@@ -20,9 +20,9 @@ from ocsea.runtime.crypto import load_or_create_master_key
 from services.intake.domain.canonical import Normalisers, canonical_report
 from services.intake.domain.matching import Matcher
 from services.intake.domain.reference import Gazetteer, Vocabulary
+from testkit.intake import Intake, envelopes, start_intake
+from testkit.kafka import end_offsets, read_since
 from tests.intake.conftest import BAGHDAD, FIXTURES
-from tests.intake.support import Intake, envelopes, read_since, start_intake
-from tests.support import end_offsets
 
 pytestmark = pytest.mark.integration
 

@@ -53,10 +53,12 @@ from services.intake.domain.canonical import Normalisers, canonical_report
 from services.intake.domain.facts import report_id_for
 from services.intake.domain.matching import Matcher
 from services.intake.domain.reference import Gazetteer, Vocabulary
-from tests.conftest import REPO
+from testkit.intake import Intake, envelopes, start_intake
+from testkit.kafka import read_since
+from testkit.stack import own_stack
+from testkit.system import REPO
+from testkit.waiting import wait_for
 from tests.intake.conftest import BAGHDAD
-from tests.intake.support import Intake, envelopes, own_stack, read_since, start_intake
-from tests.support import wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 

@@ -11,9 +11,9 @@ import httpx
 import pytest
 from defusedxml.ElementTree import fromstring
 
-from tests.conftest import RunningSystem
+from testkit.system import RunningSystem
+from testkit.waiting import wait_for
 from tests.intake.conftest import FIXTURES
-from tests.support import wait_for
 
 # The session's system starts (a process per service) and catches up with the shared topics'
 # history inside the first test's time.

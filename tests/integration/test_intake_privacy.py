@@ -22,16 +22,10 @@ from contracts import topics
 from contracts.events import ErasureReason
 from ocsea.runtime.crypto import CaseKeyNotFoundError, CaseKeys
 from ocsea.runtime.keystore import KeyStore
+from testkit.intake import Intake, envelopes, json_lines, open_personal, start_intake
+from testkit.kafka import end_offsets, read_since
+from testkit.waiting import wait_for
 from tests.intake.conftest import FIXTURES
-from tests.intake.support import (
-    Intake,
-    envelopes,
-    json_lines,
-    open_personal,
-    read_since,
-    start_intake,
-)
-from tests.support import end_offsets, wait_for
 
 pytestmark = pytest.mark.integration
 

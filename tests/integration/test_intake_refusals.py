@@ -13,8 +13,8 @@ import httpx
 import pytest
 
 from contracts import topics
-from tests.intake.support import Intake, envelopes, read_since, start_intake
-from tests.support import end_offsets
+from testkit.intake import Intake, envelopes, start_intake
+from testkit.kafka import end_offsets, read_since
 
 pytestmark = pytest.mark.integration
 

@@ -4,7 +4,6 @@ transaction, dedupe, prove, search, and refuse edits."""
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -14,14 +13,13 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 
-from contracts.events import Actor, ActorKind, Envelope, EventType, make_event
-from ocsea.runtime.consumer import Origin
+from contracts.events import Actor, ActorKind, EventType
 from services.audit.adapters.ledger import Ledger
 from services.audit.adapters.schema import APPEND_ONLY_TABLES, LedgerLayoutError
 from services.audit.domain import merkle
-from services.audit.domain.entry import NewEntry, canonical_json, event_entry
+from services.audit.domain.entry import canonical_json
 from services.audit.ports import SearchFilter
-from tests.test_triage_domain import received
+from testkit.audit import entry, event
 
 pytestmark = pytest.mark.integration
 
@@ -37,28 +35,6 @@ async def ledger(
     await store.create()
     yield store
     await store.close()
-
-
-def event(
-    case_id: uuid.UUID,
-    *,
-    actor: Actor | None = None,
-    event_type: EventType = EventType.REPORT_RECEIVED,
-    at: datetime | None = None,
-) -> Envelope:
-    return make_event(
-        event_type=event_type,
-        case_id=case_id,
-        producer="intake",
-        actor=actor or Actor(kind=ActorKind.PARTNER, id="partner-hotline"),
-        data=received(),
-        occurred_at=at,
-    )
-
-
-def entry(envelope: Envelope, offset: int = 0) -> NewEntry:
-    body = envelope.model_dump_json().encode()
-    return event_entry(envelope, Origin("t", 0, offset, hashlib.sha256(body).hexdigest()))
 
 
 async def test_appends_dense_indexes_and_ignores_redelivery(ledger: Ledger) -> None:

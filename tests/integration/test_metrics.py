@@ -15,8 +15,9 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.conftest import RunningSystem
-from tests.support import end_offsets, wait_for
+from testkit.kafka import end_offsets
+from testkit.system import RunningSystem
+from testkit.waiting import wait_for
 
 pytestmark = pytest.mark.integration
 

@@ -11,8 +11,8 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import RunningSystem
-from tests.support import wait_for
+from testkit.system import RunningSystem
+from testkit.waiting import wait_for
 
 pytestmark = pytest.mark.integration
 

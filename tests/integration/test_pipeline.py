@@ -12,60 +12,12 @@ from aiokafka import AIOKafkaProducer
 from redis.asyncio import Redis
 
 from contracts import topics
-from tests.conftest import RunningSystem
-from tests.support import end_offsets, read_all, wait_for
+from testkit.kafka import end_offsets, read_all
+from testkit.reports import SAMPLE_REPORT, post_report, tasks_for_case, trail
+from testkit.system import RunningSystem
+from testkit.waiting import wait_for
 
 pytestmark = pytest.mark.integration
-
-SAMPLE_REPORT: dict[str, Any] = {
-    "source_reference": "HL-2026-0001",
-    "channel": "hotline",
-    "language": "ckb",
-    "incident": {
-        "occurred_at": "2026-11-20T21:30:00+03:00",
-        "governorate": "erbil",
-        "platform": "instagram",
-    },
-    "survivors": [{"name": "Test Survivor Marker", "age": 15}],
-    "categories": ["sextortion"],
-    "risk_flags": ["sextortion_deadline"],
-    "narrative": "Narrative marker text",
-}
-
-
-async def post_report(
-    client: httpx.AsyncClient, system: RunningSystem, body: Any, **headers: str
-) -> httpx.Response:
-    """Each call is a new report (its own source reference), unless it replays an
-    Idempotency-Key: intake answers the same report sent again with `duplicate_of`."""
-    if isinstance(body, dict):
-        unique = headers.get("Idempotency-Key") or uuid.uuid4().hex
-        body = {**body, "source_reference": f"{body.get('source_reference') or 'T'}-{unique}"}
-    return await client.post(
-        f"{system.urls['intake']}/v1/reports",
-        json=body,
-        headers={**system.headers("partner-hotline"), **headers},
-    )
-
-
-async def tasks_for_case(
-    client: httpx.AsyncClient, system: RunningSystem, officer: str, case_id: str
-) -> list[dict[str, Any]]:
-    response = await client.get(
-        f"{system.urls['routing']}/v1/tasks", headers=system.headers(officer)
-    )
-    assert response.status_code == 200, response.text
-    return [t for t in response.json() if t["case_id"] == case_id]
-
-
-async def trail(client: httpx.AsyncClient, system: RunningSystem, case_id: str) -> list[Any]:
-    response = await client.get(
-        f"{system.urls['audit']}/v1/audit/cases/{case_id}/trail",
-        headers=system.headers("auditor"),
-    )
-    assert response.status_code == 200, response.text
-    entries: list[Any] = response.json()["entries"]
-    return entries
 
 
 async def test_report_becomes_a_task_and_a_trail(

@@ -22,9 +22,10 @@ import httpx
 import pytest
 
 from contracts import topics
-from tests.conftest import RunningSystem, start_system
-from tests.integration.test_pipeline import post_report
-from tests.support import read_all, wait_for
+from testkit.kafka import read_all
+from testkit.reports import post_report
+from testkit.system import RunningSystem, start_system
+from testkit.waiting import wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 

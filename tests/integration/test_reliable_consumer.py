@@ -5,57 +5,25 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
-from faststream.kafka import KafkaBroker
-from prometheus_client import CollectorRegistry
-from redis.asyncio import Redis
 
 from contracts.events import Actor, ActorKind, Envelope, EventType, make_event
 from contracts.topics import dlq_of
-from ocsea.runtime.consumer import (
-    Handler,
-    Origin,
-    ProcessedMarkers,
-    ReliableConsumer,
-    RetryPolicy,
-)
-from ocsea.runtime.kafka import make_broker, publish_event
+from ocsea.runtime.consumer import Origin, RetryPolicy
+from ocsea.runtime.kafka import publish_event
 from ocsea.runtime.settings import Settings
-from tests.support import read_all, wait_for
+from testkit.consumers import running_consumer
+from testkit.kafka import read_all
+from testkit.waiting import wait_for
 
 pytestmark = pytest.mark.integration
 
 
-@asynccontextmanager
-async def running_consumer(
-    settings: Settings, topic: str, handler: Handler
-) -> AsyncIterator[tuple[KafkaBroker, ReliableConsumer]]:
-    """A reliable consumer of `topic` in a fresh group, with quick retries, started."""
-    redis = Redis.from_url(settings.redis_url)
-    broker = make_broker(settings, service="test", registry=CollectorRegistry())
-    consumer = ReliableConsumer(
-        broker,
-        topics=[topic],
-        group_id=f"ocsea-test-{uuid.uuid4().hex[:8]}",
-        handler=handler,
-        markers=ProcessedMarkers(redis, 600),
-        retry=RetryPolicy(max_attempts=3, initial_backoff_s=0.01, max_backoff_s=0.05),
-    )
-    await broker.start()
-    try:
-        yield broker, consumer
-    finally:
-        await broker.stop()
-        await redis.aclose()
-
-
 def triaged_event(case_id: uuid.UUID) -> Envelope:
     from services.triage.domain.case import triage
-    from tests.test_triage_domain import received
+    from testkit.triage_events import received
 
     return make_event(
         event_type=EventType.REPORT_TRIAGED,

@@ -9,9 +9,9 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import start_system
-from tests.integration.test_pipeline import SAMPLE_REPORT, post_report, trail
-from tests.support import wait_for
+from testkit.reports import SAMPLE_REPORT, post_report, trail
+from testkit.system import start_system
+from testkit.waiting import wait_for
 
 # Two systems start one after the other: on a loaded 2-core machine each can take a minute.
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(360)]

@@ -14,10 +14,11 @@ import httpx
 import pytest
 
 from contracts import topics
-from tests.conftest import RunningSystem, start_system
-from tests.integration.test_pipeline import SAMPLE_REPORT, post_report, trail
-from tests.routing.harness import start_groups_at_the_end
-from tests.support import read_all, wait_for
+from testkit.kafka import read_all
+from testkit.reports import SAMPLE_REPORT, post_report, trail
+from testkit.routing_harness import start_groups_at_the_end
+from testkit.system import RunningSystem, start_system
+from testkit.waiting import wait_for
 
 pytestmark = pytest.mark.integration
 

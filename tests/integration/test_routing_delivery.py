@@ -20,7 +20,8 @@ import uvicorn
 from contracts.events import AgencyType, Envelope, EventType
 from contracts.reports import ViolenceType
 from services.routing.adapters.webhooks import SIGNATURE_HEADER, TIMESTAMP_HEADER, verify
-from tests.routing.harness import (
+from testkit.kafka import read_all
+from testkit.routing_harness import (
     Isolation,
     claimed_redis_db,
     envelopes,
@@ -29,7 +30,7 @@ from tests.routing.harness import (
     short_directory,
     triaged_event,
 )
-from tests.support import read_all, wait_for
+from testkit.waiting import wait_for
 
 pytestmark = pytest.mark.integration
 

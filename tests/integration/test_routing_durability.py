@@ -19,7 +19,8 @@ from typing import Any
 import pytest
 
 from contracts.events import Envelope, EventType
-from tests.routing.harness import (
+from testkit.kafka import read_all
+from testkit.routing_harness import (
     Isolation,
     RoutingInstance,
     claimed_redis_db,
@@ -30,7 +31,7 @@ from tests.routing.harness import (
     short_directory,
     triaged_event,
 )
-from tests.support import read_all, wait_for
+from testkit.waiting import wait_for
 
 pytestmark = pytest.mark.integration
 

@@ -14,7 +14,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from contracts.events import AgencyType, Priority, TaskStatus
 from services.routing.domain.figures import Figure, SlaState
-from tests.routing.harness import (
+from testkit.routing_harness import (
     Isolation,
     RoutingInstance,
     claimed_redis_db,
@@ -23,7 +23,7 @@ from tests.routing.harness import (
     short_directory,
     triaged_event,
 )
-from tests.support import wait_for
+from testkit.waiting import wait_for
 
 pytestmark = pytest.mark.integration
 

@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from contracts.events import Priority
-from tests.routing.harness import (
+from testkit.routing_harness import (
     Isolation,
     RoutingInstance,
     claimed_redis_db,
@@ -18,7 +18,7 @@ from tests.routing.harness import (
     short_directory,
     triaged_event,
 )
-from tests.support import wait_for
+from testkit.waiting import wait_for
 
 pytestmark = pytest.mark.integration
 

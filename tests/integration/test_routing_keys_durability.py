@@ -28,7 +28,7 @@ from contracts.events import (
 from contracts.reports import Channel
 from ocsea.runtime.crypto import CaseKeys, master_key_for
 from ocsea.runtime.keystore import KeyStore
-from tests.routing.harness import (
+from testkit.routing_harness import (
     Isolation,
     RoutingInstance,
     claimed_redis_db,
@@ -38,7 +38,7 @@ from tests.routing.harness import (
     short_directory,
     triaged_event,
 )
-from tests.support import wait_for
+from testkit.waiting import wait_for
 
 pytestmark = pytest.mark.integration
 

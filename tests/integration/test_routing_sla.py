@@ -12,7 +12,8 @@ from typing import Any
 import pytest
 
 from contracts.events import Envelope, EventType, Priority
-from tests.routing.harness import (
+from testkit.kafka import read_all
+from testkit.routing_harness import (
     Isolation,
     RoutingInstance,
     claimed_redis_db,
@@ -22,7 +23,7 @@ from tests.routing.harness import (
     short_directory,
     triaged_event,
 )
-from tests.support import read_all, wait_for
+from testkit.waiting import wait_for
 
 pytestmark = pytest.mark.integration
 

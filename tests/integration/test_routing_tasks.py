@@ -20,7 +20,8 @@ from contracts.events import (
     make_event,
 )
 from contracts.reports import ViolenceType
-from tests.routing.harness import (
+from testkit.kafka import read_all
+from testkit.routing_harness import (
     TRIAGE,
     Isolation,
     RoutingInstance,
@@ -31,7 +32,7 @@ from tests.routing.harness import (
     short_directory,
     triaged_event,
 )
-from tests.support import read_all, wait_for
+from testkit.waiting import wait_for
 
 pytestmark = pytest.mark.integration
 

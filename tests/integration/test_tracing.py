@@ -30,9 +30,9 @@ from redis.asyncio import Redis
 from contracts import topics
 from services.routing.adapters.redis import RoutingStore
 from services.routing.adapters.webhooks import SIGNATURE_HEADER, TIMESTAMP_HEADER, verify
-from tests.conftest import REPO, RunningSystem, start_system
-from tests.routing.harness import claimed_redis_db, redis_url
-from tests.support import wait_for
+from testkit.routing_harness import claimed_redis_db, redis_url
+from testkit.system import REPO, RunningSystem, start_system
+from testkit.waiting import wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 

@@ -20,7 +20,8 @@ from opentelemetry.trace import Link
 from contracts.events import Envelope, EventType
 from ocsea.runtime.kafka import event_headers
 from ocsea.runtime.telemetry import recording_spans
-from tests.routing.harness import (
+from testkit.kafka import read_all
+from testkit.routing_harness import (
     Isolation,
     claimed_redis_db,
     envelopes,
@@ -28,7 +29,7 @@ from tests.routing.harness import (
     short_directory,
     triaged_event,
 )
-from tests.support import read_all, wait_for
+from testkit.waiting import wait_for
 
 pytestmark = pytest.mark.integration
 

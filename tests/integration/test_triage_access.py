@@ -15,41 +15,11 @@ import httpx
 import pytest
 
 from contracts import topics
-from tests.conftest import RunningSystem
-from tests.integration.test_pipeline import post_report
-from tests.integration.test_triage_e2e import case_events
-from tests.support import read_all, wait_for
+from testkit.kafka import read_all
+from testkit.reports import case_events, child_report, cpu_task, post_report
+from testkit.system import RunningSystem
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
-
-WITHIN_S = 90  # the system also handles what other sessions publish on the shared topics
-
-
-def child_report(marker: str, **changes: Any) -> dict[str, Any]:
-    return {
-        "channel": "hotline",
-        "language": "ckb",
-        "incident": {"occurred_at": "2026-11-20T21:30:00+03:00", "governorate": "erbil"},
-        "survivors": [{"name": marker, "age": 15}],
-        "categories": ["sextortion"],
-        "risk_flags": ["sextortion_deadline"],
-        "narrative": f"{marker} narrative",
-        **changes,
-    }
-
-
-async def cpu_task(client: httpx.AsyncClient, system: RunningSystem, case_id: str) -> Any:
-    async def found() -> list[Any] | None:
-        response = await client.get(
-            f"{system.urls['routing']}/v1/tasks",
-            params={"case_id": case_id},
-            headers=system.headers("officer-erbil-cpu"),
-        )
-        assert response.status_code == 200, response.text
-        return response.json() or None
-
-    [task] = await wait_for(found, within=WITHIN_S, what="the child protection task")
-    return task
 
 
 async def access_records(system: RunningSystem, case_id: str) -> list[dict[str, Any]]:

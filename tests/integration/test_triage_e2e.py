@@ -14,7 +14,6 @@ from typing import Any
 import httpx
 import pytest
 
-from contracts import topics
 from contracts.events import (
     CaseReclassifiedData,
     Classification,
@@ -27,9 +26,9 @@ from contracts.events import (
     utc_now,
 )
 from contracts.reports import Channel, Governorate, Language
-from tests.conftest import RunningSystem
-from tests.integration.test_pipeline import post_report, tasks_for_case, trail
-from tests.support import read_all, wait_for
+from testkit.reports import case_events, post_report, tasks_for_case, trail
+from testkit.system import RunningSystem
+from testkit.waiting import wait_for
 from tests.triage.events import publish, received_event
 
 pytestmark = pytest.mark.integration
@@ -43,18 +42,6 @@ ADULT_REPORT: dict[str, Any] = {
     # Sealed by intake; triage reads it in memory: "she fears for her honour" (Sorani).
     "narrative": "NarrativeMarker ترسی لە ناموس هەیە",
 }
-
-
-async def case_events(system: RunningSystem, case_id: str) -> list[dict[str, Any]]:
-    """The case's events on the triaged topic, in order (one partition per case)."""
-    records = await read_all(system.bootstrap, topics.REPORTS_TRIAGED)
-    mine = [r for r in records if r.key == case_id.encode()]
-    # At least once: a redelivery republishes the same event, recognised by its id.
-    first_seen: dict[str, dict[str, Any]] = {}
-    for record in sorted(mine, key=lambda r: r.offset):
-        event = json.loads(record.value)
-        first_seen.setdefault(event["event_id"], event)
-    return list(first_seen.values())
 
 
 def of_type(events: list[dict[str, Any]], event_type: EventType) -> list[dict[str, Any]]:

@@ -18,9 +18,9 @@ from contracts import topics
 from contracts.events import Envelope, ReportReceivedData
 from contracts.reports import RiskFlag
 from services.triage.domain.rules import SAMPLE_RULES
-from tests.conftest import REPO
-from tests.support import end_offsets, read_all
-from tests.test_triage_domain import received, survivor
+from testkit.kafka import end_offsets, read_all
+from testkit.system import REPO
+from testkit.triage_events import received, survivor
 from tests.triage.events import publish, received_event
 
 pytestmark = pytest.mark.integration

@@ -26,8 +26,9 @@ from contracts import topics
 from contracts.events import IncidentFacts, ReportReceivedData, SurvivorFacts, utc_now
 from contracts.reports import Channel
 from ocsea.runtime.topic_reader import partitions_of
-from tests.conftest import REPO, free_port
-from tests.support import read_all, wait_for
+from testkit.kafka import read_all
+from testkit.system import REPO, free_port
+from testkit.waiting import wait_for
 from tests.triage.events import publish, received_event
 
 pytestmark = pytest.mark.integration

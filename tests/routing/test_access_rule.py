@@ -19,7 +19,7 @@ from ocsea.runtime.access import (
 from ocsea.runtime.auth import Principal, Role
 from services.routing.domain.tasks import TaskState
 from services.routing.handlers import access as routing_access
-from tests.routing.test_tasks import DIRECTORY, new_task, run
+from testkit.routing_tasks import DIRECTORY, new_task, run
 
 COORDINATOR = DIRECTORY.coordinator
 

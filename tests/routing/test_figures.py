@@ -17,7 +17,7 @@ from services.routing.domain.tasks import (
     pending_timers,
     timer_change,
 )
-from tests.routing.test_tasks import T0, event_of, fire_due, new_task, run
+from testkit.routing_tasks import T0, event_of, fire_due, new_task, run
 
 
 def test_a_task_moves_from_ok_to_warned_to_overdue_then_closes_breached() -> None:

@@ -34,8 +34,8 @@ from ocsea.runtime.auth import Principal, PrincipalStore, Role, StoredPrincipal,
 from ocsea.runtime.errors import ApiError, install_error_handlers
 from services.routing.domain.tasks import SYSTEM, TaskState
 from services.routing.entrypoints.http import router
+from testkit.routing_harness import TRIAGE, triaged_event
 from tests.routing.fakes import T0, Outage, World
-from tests.routing.harness import TRIAGE, triaged_event
 
 OFFICER = Principal(name="officer-erbil-cpu", role=Role.OFFICER, agency="erbil-cpu")
 SUPERVISOR = Principal(name="supervisor-erbil-cpu", role=Role.SUPERVISOR, agency="erbil-cpu")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
@@ -11,99 +11,30 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from contracts.directory import load_directory
 from contracts.events import (
-    AgencyType,
-    Classification,
     EscalationCause,
     EscalationTarget,
     EventType,
     Priority,
     SlaDeadline,
-    TaskAssignedData,
     TaskStatus,
-    derived_event_id,
-    make_event,
 )
 from contracts.tasks import ALLOWED, Command
 from services.routing.domain.tasks import (
-    SYSTEM,
     TERMINAL,
-    Change,
     InvalidTransitionError,
     TaskState,
     VersionGapError,
     command_change,
     deadlines_change,
-    deadlines_for,
     due_timers,
-    escalation_chain_for,
     fold,
     pending_timers,
     timer_change,
 )
+from testkit.routing_tasks import DIRECTORY, T0, assigned_event, event_of, fire_due, new_task, run
 
-DIRECTORY = load_directory()
-T0 = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
 P1 = DIRECTORY.response_times[Priority.P1]
-
-
-def assigned_event(
-    priority: Priority = Priority.P1, agency_id: str = "erbil-cpu", at: datetime = T0
-) -> Any:
-    agency = DIRECTORY.agency(agency_id)
-    due = deadlines_for(priority, at, DIRECTORY)
-    task_id = uuid.uuid4()
-    return make_event(
-        event_type=EventType.TASK_ASSIGNED,
-        event_id=derived_event_id(str(task_id), EventType.TASK_ASSIGNED),
-        case_id=uuid.uuid4(),
-        report_id=uuid.uuid4(),
-        producer="routing",
-        actor=SYSTEM,
-        occurred_at=at,
-        data=TaskAssignedData(
-            task_id=task_id,
-            report_id=uuid.uuid4(),
-            agency_id=agency.id,
-            agency_type=agency.type,
-            classification=Classification.TF_CSEA,
-            priority=priority,
-            reason="test",
-            acknowledge_due_at=due.acknowledge_due_at,
-            first_action_due_at=due.first_action_due_at,
-            acknowledge_warn_at=due.acknowledge_warn_at,
-            first_action_warn_at=due.first_action_warn_at,
-            role=AgencyType.CHILD_PROTECTION,
-            unit_id=agency.units[0].id,
-            escalation_chain=escalation_chain_for(agency, priority, DIRECTORY),
-        ),
-    )
-
-
-def new_task(**kwargs: Any) -> TaskState:
-    task = fold(None, assigned_event(**kwargs))
-    assert task is not None
-    return task
-
-
-def event_of(task: TaskState, change: Change, at: datetime) -> Any:
-    return make_event(
-        event_type=change.event_type,
-        event_id=change.event_id,
-        case_id=task.case_id,
-        report_id=task.report_id,
-        producer="routing",
-        actor=SYSTEM,
-        data=change.data,
-        occurred_at=at,
-    )
-
-
-def run(task: TaskState, command: Command, at: datetime = T0, **kwargs: Any) -> TaskState:
-    after = fold(task, event_of(task, command_change(task, command, **kwargs), at))
-    assert after is not None
-    return after
 
 
 # ------------------------------------------------------------------ the state machine
@@ -187,17 +118,6 @@ def test_folding_is_idempotent_and_refuses_gaps() -> None:
 
 def names(task: TaskState) -> list[str]:
     return [t.name for t in pending_timers(task)]
-
-
-def fire_due(task: TaskState, now: datetime) -> tuple[TaskState, list[Any]]:
-    fired = []
-    while due := due_timers(task, now):
-        event = event_of(task, timer_change(task, due[0]), now)
-        fired.append(event)
-        after = fold(task, event)
-        assert after is not None
-        task = after
-    return task, fired
 
 
 def test_a_fresh_task_has_warning_and_breach_timers_for_both_deadlines() -> None:

@@ -1,4 +1,5 @@
-"""An isolated routing service in the test's own process, on the real Kafka and Redis.
+"""An isolated routing service in the caller's own process (a test's, a benchmark's), on the
+real Kafka and Redis.
 
 Its topics are private (`RoutingTopics.isolated`), its consumer groups have their own prefix
 and its Redis state lives in a Redis database number of its own, so a test may stop it,

@@ -1,4 +1,5 @@
-"""An intake instance of a test's own, with deployment-style credentials and settings."""
+"""An intake instance of a test's or a benchmark's own (`testkit.intake_serve` in a
+subprocess), with deployment-style credentials and settings."""
 
 from __future__ import annotations
 
@@ -10,17 +11,14 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
 
-import devstack as stack
-from devstack import StackSettings
 from ocsea.runtime.auth import PrincipalsFile, Role, StoredPrincipal, token_hash
-from tests.conftest import REPO, free_port
+from testkit.system import REPO, free_port
 
 # name → (role, partner kind, rate limit per minute, burst)
 PRINCIPALS: dict[str, tuple[Role, str | None, int | None, int | None]] = {
@@ -112,7 +110,7 @@ def start_intake(
     }
     log_file = var_dir / "intake.log"
     process = subprocess.Popen(
-        [sys.executable, "-m", "tests.intake.serve"],
+        [sys.executable, "-m", "testkit.intake_serve"],
         cwd=REPO,
         env=env,
         stdout=log_file.open("ab"),
@@ -138,36 +136,6 @@ def json_lines(path: Path) -> list[dict[str, Any]]:
     if not path.exists():
         return []
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
-
-
-async def read_since(bootstrap: str, topic: str, offsets: dict[int, int]) -> list[Any]:
-    """The records appended to a topic after `offsets` (from `end_offsets`), up to its end:
-    cheaper than reading a long-lived topic from the beginning."""
-    from aiokafka import AIOKafkaConsumer, TopicPartition
-
-    from tests.support import end_offsets
-
-    ends = await end_offsets(bootstrap, topic)
-    partitions = [TopicPartition(topic, p) for p, end in ends.items() if end > offsets.get(p, 0)]
-    if not partitions:
-        return []
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
-    await consumer.start()
-    try:
-        consumer.assign(partitions)
-        for tp in partitions:
-            consumer.seek(tp, offsets.get(tp.partition, 0))
-        records: list[Any] = []
-        deadline = time.monotonic() + 10
-        while any([await consumer.position(tp) < ends[tp.partition] for tp in partitions]):
-            if time.monotonic() > deadline:
-                raise AssertionError(f"could not read {topic} to its end")
-            batch = await consumer.getmany(*partitions, timeout_ms=200)
-            for items in batch.values():
-                records.extend(r for r in items if r.offset < ends[r.partition])
-        return records
-    finally:
-        await consumer.stop()
 
 
 def envelopes(records: list[Any]) -> list[dict[str, Any]]:
@@ -197,21 +165,3 @@ async def open_personal(intake: Intake, event: dict[str, Any]) -> dict[str, Any]
     finally:
         await redis.aclose()
         await store.close()
-
-
-@contextlib.contextmanager
-def own_stack(base_dir: Path) -> Iterator[StackSettings]:
-    """A Kafka and Redis of the caller's own (own directories, free ports), removed afterwards:
-    for what must not touch the shared stack (stopping the broker, floods of reports)."""
-    settings = StackSettings(
-        base_dir=base_dir,
-        kafka_port=free_port(),
-        kafka_controller_port=free_port(),
-        redis_port=free_port(),
-        postgres_port=free_port(),
-    )
-    stack.up(settings, with_postgres=False, echo=lambda _: None)
-    try:
-        yield settings
-    finally:
-        stack.reset(settings, echo=lambda _: None)
