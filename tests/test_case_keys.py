@@ -12,7 +12,6 @@ import contextlib
 import os
 import secrets
 import shutil
-import socket
 import subprocess
 import time
 import uuid
@@ -32,6 +31,7 @@ from devstack import redis as local_redis
 from ocsea.runtime.crypto import CaseErasedError, CaseKeyNotFoundError, CaseKeys
 from ocsea.runtime.keystore import Erasure, KeyStore
 from testkit.routing_harness import claimed_redis_db, redis_url
+from testkit.system import free_port
 from tests.keystore_racer import create_keys
 
 pytestmark = pytest.mark.integration
@@ -218,12 +218,6 @@ async def test_a_key_an_earlier_version_kept_in_redis_alone_moves_into_the_store
 # -- a Redis of its own: FLUSHALL, its data files deleted, restarted ----------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @contextlib.contextmanager
 def throwaway_redis(data_dir: Path, port: int, password: str) -> Iterator[str]:
     """A redis-server of this test's own (append-only file on, a password), until the block
@@ -258,7 +252,7 @@ def throwaway_redis(data_dir: Path, port: int, password: str) -> Iterator[str]:
 async def test_keys_survive_flushall_and_the_loss_of_redis_data_files(
     store: KeyStore, tmp_path: Path
 ) -> None:
-    port, password, data = _free_port(), secrets.token_hex(16), tmp_path / "redis-data"
+    port, password, data = free_port(), secrets.token_hex(16), tmp_path / "redis-data"
     cases = [uuid.uuid4() for _ in range(20)]
     with throwaway_redis(data, port, password) as url:
         client = Redis.from_url(url)

@@ -32,12 +32,7 @@ from devstack import StackError, StackSettings
 from devstack import redis as local_redis
 from devstack.cli import app as stack_cli
 from devstack.component import await_ready
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+from testkit.system import free_port
 
 
 @pytest.fixture

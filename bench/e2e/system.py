@@ -17,7 +17,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -32,15 +31,10 @@ import httpx
 import devstack as stack
 from bench.e2e.kafka import BenchError, delete_topics_and_wait
 from devstack import StackError, StackSettings
+from testkit.system import free_port
 
 SERVICE_PORTS = ("intake", "triage", "routing", "audit", "console")
 Say = Callable[[str], None]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def kept_stack_dir() -> Path:
