@@ -2,22 +2,25 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 from fastapi import FastAPI
 
 from ocsea.runtime.access import AccessLog, GroundsClient
 from ocsea.runtime.auth import PrincipalStore
 from ocsea.runtime.crypto import CaseKeys
+from ocsea.runtime.projection import ProjectionGuard
 from ocsea.runtime.service import ServiceContext, create_http_app
 from ocsea.runtime.settings import Settings
 from services.triage.adapters.clock import SystemClock
-from services.triage.adapters.kafka import KafkaPublisher
+from services.triage.adapters.kafka import KafkaEventHistory, KafkaPublisher
 from services.triage.adapters.metrics import PrometheusFigures
 from services.triage.adapters.redis import RedisCaseState
 from services.triage.adapters.sealed import SealedReader
 from services.triage.config import TriageSettings
 from services.triage.domain.rules import load_rules
 from services.triage.entrypoints import http, kafka
-from services.triage.handlers import TriageHandlers
+from services.triage.handlers import TriageHandlers, rebuild_state
 
 
 def build(settings: Settings) -> FastAPI:
@@ -27,9 +30,15 @@ def build(settings: Settings) -> FastAPI:
     keys = CaseKeys.for_service(context)
     grounds = GroundsClient(settings.triage_routing, timeout_s=settings.triage_routing_timeout_s)
     context.on_shutdown.append(grounds.close)
+    state = RedisCaseState(context.redis, lock_timeout_s=triage_settings.lock_timeout_s)
+    history = KafkaEventHistory(settings.kafka_bootstrap, within_s=triage_settings.rebuild_within_s)
+    guard = ProjectionGuard(context.redis, "triage", partial(rebuild_state, history, state))
+    # Present before any consumer takes a record (and rebuilt when lost, on every use case).
+    context.on_startup.append(guard.ensure)
     handlers = TriageHandlers(
         rules=rules,
-        state=RedisCaseState(context.redis, lock_timeout_s=triage_settings.lock_timeout_s),
+        state=state,
+        guard=guard,
         publisher=KafkaPublisher(context.broker),
         sealed=SealedReader(keys if triage_settings.read_sealed else None),
         keys=keys,

@@ -22,3 +22,9 @@ class TriageSettings(BaseSettings):
     lock_timeout_s: float = Field(
         default=30.0, gt=0, description="How long one case's re-triage may hold its lock"
     )
+    rebuild_within_s: float = Field(
+        default=600.0,
+        gt=0,
+        description="How long rebuilding the case state from Kafka (when Redis lost it) may "
+        "take to read the topics before it fails and is tried again",
+    )

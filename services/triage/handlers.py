@@ -8,6 +8,9 @@ changed it first publishes `case.reclassified` (old, new, why). A supervisor's o
 published as `case.triage_overridden`, then the same pair. All are keyed by case, in order, and
 their ids derive from their cause, so a redelivered cause yields events consumers recognise.
 
+The case state lives in Redis, and comes back from Kafka when Redis lost it (`rebuild_state`):
+every use case passes the state guard first, which rebuilds it once if its epoch marker is gone.
+
 Need-to-know (`ocsea.runtime.access`, the one rule): a supervisor reads a case's triage, and
 overrides it, only with an open task of their agency on the case; an auditor reads it on the
 role. Triage holds no tasks, so it asks routing, the holder of the task projection, with the
@@ -54,8 +57,15 @@ from ocsea.runtime.errors import ApiError
 from ocsea.runtime.keystore import Erasure
 from ocsea.runtime.logging import get_logger
 from services.triage.domain.case import triage_case
-from services.triage.domain.lanes import triaged_topic
+from services.triage.domain.lanes import RECEIVED_TOPICS, TRIAGED_TOPICS, triaged_topic
 from services.triage.domain.overrides import overridden_data, override_info
+from services.triage.domain.rebuild import (
+    StateFold,
+    is_complete,
+    override_cause,
+    report_cause,
+    settle,
+)
 from services.triage.domain.reclassification import reclassification
 from services.triage.domain.replay import ReplaySummary, compare
 from services.triage.domain.rules import Rules
@@ -65,10 +75,13 @@ from services.triage.ports import (
     CaseKeyring,
     CaseState,
     Clock,
+    EventHistory,
     EventPublisher,
     GroundsSource,
     ReceivedHistory,
     SealedOpener,
+    StateGuard,
+    StateRestore,
     TriageFigures,
 )
 
@@ -107,6 +120,7 @@ class CaseTriage:
 class TriageHandlers:
     rules: Rules
     state: CaseState
+    guard: StateGuard
     publisher: EventPublisher
     sealed: SealedOpener
     keys: CaseKeyring
@@ -128,7 +142,8 @@ class TriageHandlers:
         if envelope.event_type != EventType.REPORT_RECEIVED:
             return
         received = envelope.payload(ReportReceivedData)
-        case_id, cause = envelope.case_id, f"report:{received.report_id}"
+        case_id, cause = envelope.case_id, report_cause(received.report_id)
+        await self.guard.ensure()
         async with self.state.lock(case_id):
             case = await self.state.take_report(case_id, received)
             # Already on Kafka (a redelivery, or a new consumer group reading history):
@@ -136,7 +151,8 @@ class TriageHandlers:
             if case.published:
                 return
             events = case.outcome
-            if events is None:
+            # Partly on Kafka (found so by a rebuild): those events stay as they went out.
+            if events is None or not is_complete(events):
                 result = triage_case(
                     await self.sealed.case_reports(case.reports),
                     self.rules,
@@ -144,7 +160,7 @@ class TriageHandlers:
                     override=case.override,
                     scans=self.scans,
                 )
-                events = self._outputs(
+                made = self._outputs(
                     cause_id=str(envelope.event_id),
                     case_id=case_id,
                     previous=case.current,
@@ -152,6 +168,7 @@ class TriageHandlers:
                     trigger=ReclassificationTrigger.NEW_REPORT,
                     actor=SYSTEM,
                 )
+                events = settle(made, case.outcome or ())
                 await self.state.record(case_id, cause, events, result)
         await self._publish(events, lane)
         self._count_report(received, lane, events)
@@ -188,10 +205,12 @@ class TriageHandlers:
             if command.idempotency_key
             else uuid.uuid4()
         )
-        cause = f"override:{override_id}"
+        cause = override_cause(override_id)
+        await self.guard.ensure()
         async with self.state.lock(case_id):
             events = await self.state.outcome(case_id, cause)
-            if events is None:
+            # Partly on Kafka (found so by a rebuild): those events stay as they went out.
+            if events is None or not is_complete(events):
                 received = await self.state.reports(case_id)
                 if not received:
                     raise case_not_found()
@@ -225,7 +244,7 @@ class TriageHandlers:
                     ),
                     occurred_at=self.clock.now(),
                 )
-                events = [
+                made = [
                     overridden,
                     *self._outputs(
                         cause_id=str(override_id),
@@ -236,6 +255,7 @@ class TriageHandlers:
                         actor=actor,
                     ),
                 ]
+                events = settle(made, events or ())
                 try:
                     async with asyncio.timeout(self.publish_timeout_s):
                         await self._publish(events)
@@ -274,6 +294,7 @@ class TriageHandlers:
                     case_id, principal, reason="no open task of the caller's on this case"
                 )
                 raise case_not_found()
+        await self.guard.ensure()
         current = await self.state.current(case_id)
         if current is None:
             raise case_not_found()
@@ -382,6 +403,23 @@ class TriageHandlers:
                     result=event.payload(ReportTriagedData),
                     waited_s=max(0.0, waited),
                 )
+
+
+# ------------------------------------------------------------------------------- rebuild
+
+
+async def rebuild_state(history: EventHistory, store: StateRestore) -> dict[str, int]:
+    """Fold triage's case state back from the topics, after Redis lost it: each case's reports,
+    history, current result and override in force, and which inputs' events are already on
+    Kafka (so a redelivered input publishes nothing, or the very events it published).
+    Publishes nothing and overwrites nothing written meanwhile; folding twice changes nothing,
+    so processes that notice the loss together may each rebuild."""
+    fold = StateFold()
+    async for event in history.read([*RECEIVED_TOPICS, *TRIAGED_TOPICS]):
+        fold.add(event)
+    cases = fold.cases()
+    await store.restore(cases)
+    return {"cases": len(cases), "events": fold.events, "skipped": fold.skipped}
 
 
 # ------------------------------------------------------------------------------- replay

@@ -1,13 +1,13 @@
-"""What triage's use cases need from the world, as protocols: the case state store, the event
-publisher, the sealed-data opener, the case keys, routing's grounds, the access record, the
-clock, the figures, and (for replays) the received reports' history. `adapters/` implements
-them; the tests' fakes too.
+"""What triage's use cases need from the world, as protocols: the case state store (and its
+guard and restore, for when Redis lost it), the event publisher, the sealed-data opener, the
+case keys, routing's grounds, the access record, the clock, the figures, and the topics'
+history (for replays and rebuilds). `adapters/` implements them; the tests' fakes too.
 """
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import datetime
@@ -25,6 +25,7 @@ from contracts.topics import Lane
 from ocsea.runtime.access import CaseGrounds
 from ocsea.runtime.auth import Principal
 from ocsea.runtime.keystore import Erasure
+from services.triage.domain.rebuild import RebuiltCase
 from services.triage.domain.reports import CaseReport
 
 
@@ -79,6 +80,28 @@ class CaseState(Protocol):
     async def history(self, case_id: uuid.UUID) -> list[Envelope]: ...
 
 
+class StateGuard(Protocol):
+    async def ensure(self) -> None:
+        """Rebuild the case state from Kafka first if Redis lost it (cheap when it did not:
+        `ocsea.runtime.projection.ProjectionGuard`)."""
+        ...
+
+
+class StateRestore(Protocol):
+    async def restore(self, cases: Sequence[RebuiltCase]) -> None:
+        """Write cases folded back from Kafka, overwriting nothing: a live handler of another
+        process may have written newer state meanwhile, and several processes may restore
+        the same cases at once."""
+        ...
+
+
+class EventHistory(Protocol):
+    def read(self, topics: Sequence[str]) -> AsyncIterator[Envelope]:
+        """The topics' events up to their end as of now, each partition's in order; records
+        that are not events are left out."""
+        ...
+
+
 class EventPublisher(Protocol):
     async def publish(self, topic: str, event: Envelope) -> None:
         """Returns once the broker acknowledged the event; raises otherwise."""
@@ -88,7 +111,8 @@ class EventPublisher(Protocol):
 class SealedOpener(Protocol):
     async def case_reports(self, received: Sequence[ReportReceivedData]) -> list[CaseReport]:
         """The reports with what their sealed parts say, where they could be opened (in
-        memory only; a part that does not open is simply not read)."""
+        memory only; a part that does not open is simply not read). Raises when the keys
+        cannot be read (an outage): unread data could lower the case's priority."""
         ...
 
 

@@ -1,7 +1,8 @@
 """In-memory fakes of triage's ports, for its use cases without a broker, Redis or routing.
 
 Every fake writes what it does to one shared journal, so a test can check the order the code
-promises (the lock, the state's records and the publishes)."""
+promises (the lock, the state's records and the publishes). What is published, and what the
+tests deliver, goes to one in-memory Kafka (`KafkaLog`), as bytes, which a rebuild reads."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 
 from contracts.events import (
     EncryptedBlob,
@@ -21,13 +23,15 @@ from contracts.events import (
     TriageOverrideInfo,
 )
 from contracts.reports import Channel
-from contracts.topics import Lane
+from contracts.topics import RECEIVED_BY_LANE, Lane
 from ocsea.runtime.access import CaseGrounds, GroundsUnavailableError
 from ocsea.runtime.auth import Principal
 from ocsea.runtime.keystore import Erasure
+from ocsea.runtime.projection import ProjectionGuard
+from services.triage.domain.rebuild import RebuiltCase
 from services.triage.domain.reports import CaseReport
 from services.triage.domain.rules import shipped_rules
-from services.triage.handlers import TriageHandlers
+from services.triage.handlers import TriageHandlers, rebuild_state
 from services.triage.ports import CaseSnapshot
 
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
@@ -47,6 +51,10 @@ class StoredCase:
 
 def _events(stored: str) -> list[Envelope]:
     return [Envelope.model_validate_json(e) for e in stored.split("\n")]
+
+
+def _stored(events: Iterable[Envelope]) -> str:
+    return "\n".join(e.model_dump_json() for e in events)
 
 
 class InMemoryCaseState:
@@ -104,7 +112,7 @@ class InMemoryCaseState:
         case = self.cases[case_id]
         if published:
             case.published.add(cause)
-        case.outcomes[cause] = "\n".join(e.model_dump_json() for e in events)
+        case.outcomes[cause] = _stored(events)
         case.current = result.model_dump_json()
         case.history += [e.model_dump_json() for e in events]
         if override is not None:
@@ -117,22 +125,96 @@ class InMemoryCaseState:
     async def history(self, case_id: uuid.UUID) -> list[Envelope]:
         return [Envelope.model_validate_json(e) for e in self.cases[case_id].history]
 
+    async def restore(self, cases: Sequence[RebuiltCase]) -> None:
+        """As the Redis adapter restores: added or set where absent only, never overwriting."""
+        for rebuilt in cases:
+            case = self.cases[rebuilt.case_id]
+            for report in rebuilt.reports:
+                case.reports.setdefault(str(report.report_id), report.model_dump_json())
+            for cause, events in rebuilt.outcomes.items():
+                case.outcomes.setdefault(cause, _stored(events))
+            case.published |= rebuilt.published
+            if case.current is None and rebuilt.current is not None:
+                case.current = rebuilt.current.model_dump_json()
+            if case.override is None and rebuilt.override is not None:
+                case.override = rebuilt.override.model_dump_json()
+            if not case.history:
+                case.history = [e.model_dump_json() for e in rebuilt.history]
+
+    def snapshot(self) -> dict[uuid.UUID, StoredCase]:
+        """Every case as stored now (copies), to compare with later."""
+        return {
+            case_id: StoredCase(
+                reports=dict(c.reports),
+                outcomes=dict(c.outcomes),
+                published=set(c.published),
+                current=c.current,
+                override=c.override,
+                history=list(c.history),
+            )
+            for case_id, c in self.cases.items()
+            if c != StoredCase()
+        }
+
+
+class KafkaLog:
+    """The topics as bytes, in the order written (the `EventHistory` port reads them)."""
+
+    def __init__(self, records: Iterable[tuple[str, bytes]] = ()) -> None:
+        self.records: list[tuple[str, bytes]] = list(records)
+
+    def append(self, topic: str, event: Envelope) -> None:
+        self.records.append((topic, event.model_dump_json().encode()))
+
+    def copy(self) -> KafkaLog:
+        return KafkaLog(self.records)
+
+    async def read(self, topics: Sequence[str]) -> AsyncIterator[Envelope]:
+        for topic, value in list(self.records):
+            if topic in topics:
+                yield Envelope.model_validate_json(value)
+
+    def values_by_id(self) -> dict[str, set[bytes]]:
+        """Each event id with every distinct byte string published under it."""
+        found: dict[str, set[bytes]] = defaultdict(set)
+        for _topic, value in self.records:
+            found[str(Envelope.model_validate_json(value).event_id)].add(value)
+        return dict(found)
+
+
+class MemoryEpoch:
+    """The state's epoch marker (`ocsea.runtime.projection.EpochMarker`), present at first: as
+    for a deployment running all along."""
+
+    def __init__(self) -> None:
+        self.value: str | None = "running"
+
+    async def epoch(self) -> str | None:
+        return self.value
+
+    async def set_epoch(self, value: str) -> None:
+        self.value = value
+
 
 class ListPublisher:
-    """Collects what is published; `failures` publishes fail first (an unreachable broker)."""
+    """Collects what is published (and writes it to the Kafka log); `failures` publishes fail
+    first (an unreachable broker), and so do those of the `refused` event types."""
 
-    def __init__(self, journal: list[str]) -> None:
+    def __init__(self, journal: list[str], kafka: KafkaLog) -> None:
         self.journal = journal
+        self.kafka = kafka
         self.published: list[tuple[str, Envelope]] = []
         self.failures = 0
+        self.refused: set[str] = set()
 
     async def publish(self, topic: str, event: Envelope) -> None:
-        if self.failures:
-            self.failures -= 1
+        if self.failures or event.event_type in self.refused:
+            self.failures = max(0, self.failures - 1)
             self.journal.append(f"publish failed {event.event_type}")
             raise ConnectionError("broker unreachable")
         self.journal.append(f"publish {event.event_type}")
         self.published.append((topic, event.model_copy(deep=True)))
+        self.kafka.append(topic, event)
 
     @property
     def events(self) -> list[Envelope]:
@@ -256,7 +338,10 @@ class World:
     """Triage's handlers over fakes, with the fakes at hand."""
 
     journal: list[str] = field(default_factory=list)
+    kafka: KafkaLog = field(default_factory=KafkaLog)
+    epoch: MemoryEpoch = field(default_factory=MemoryEpoch)
     state: InMemoryCaseState = field(init=False)
+    guard: ProjectionGuard = field(init=False)
     publisher: ListPublisher = field(init=False)
     keys: FakeKeyring = field(default_factory=FakeKeyring)
     grounds: FakeGrounds = field(default_factory=FakeGrounds)
@@ -267,11 +352,19 @@ class World:
 
     def __post_init__(self) -> None:
         self.state = InMemoryCaseState(self.journal)
-        self.publisher = ListPublisher(self.journal)
+        self.guard = ProjectionGuard(
+            None,
+            "triage",
+            partial(rebuild_state, self.kafka, self.state),
+            recheck_s=0.0,
+            marker=self.epoch,
+        )
+        self.publisher = ListPublisher(self.journal, self.kafka)
         self.access = RecordingAccessLog(self.journal)
         self.handlers = TriageHandlers(
             rules=shipped_rules(),
             state=self.state,
+            guard=self.guard,
             publisher=self.publisher,
             sealed=UnsealedReports(),
             keys=self.keys,
@@ -281,3 +374,13 @@ class World:
             figures=self.figures,
             publish_timeout_s=1.0,
         )
+
+    async def receive(self, envelope: Envelope, lane: Lane = Lane.LIVE) -> None:
+        """A received report as the consumer hands it over, once it is on Kafka."""
+        self.kafka.append(RECEIVED_BY_LANE[lane], envelope)
+        await self.handlers.report_received(envelope, lane)
+
+    def lose_redis(self) -> None:
+        """A FLUSHALL: the case state and the epoch marker gone."""
+        self.state.cases.clear()
+        self.epoch.value = None

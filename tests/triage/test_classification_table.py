@@ -27,7 +27,7 @@ from services.intake.domain.normalise import parse_years
 from services.triage.domain.case import triage_case
 from services.triage.domain.reports import CaseReport, SealedContent
 from services.triage.domain.rules import shipped_rules
-from tests.test_triage_domain import received, survivor
+from testkit.triage_events import received, survivor
 
 CSAM_TYPE = "Child Pornography (possession, manufacture, and distribution)"
 ENTICEMENT = "Online Enticement of Children for Sexual Acts"

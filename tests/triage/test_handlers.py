@@ -26,7 +26,7 @@ from contracts.topics import Lane
 from ocsea.runtime.auth import Principal, Role
 from ocsea.runtime.errors import ApiError
 from services.triage.handlers import OverrideCommand
-from tests.test_triage_domain import received
+from testkit.triage_events import received
 from tests.triage.events import received_event
 from tests.triage.fakes import NOW, AccessNotRecordedError, World
 

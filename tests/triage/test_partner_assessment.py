@@ -19,7 +19,7 @@ from contracts.reports import RiskFlag
 from services.triage.domain.case import own_reports, partner_assessment, triage_case
 from services.triage.domain.reports import CaseReport, canonical_order
 from services.triage.domain.rules import shipped_rules
-from tests.test_triage_domain import received, survivor
+from testkit.triage_events import received, survivor
 
 RULES = shipped_rules()
 HOTLINE, NGO = "partner-hotline", "partner-ngo"

@@ -19,7 +19,7 @@ from services.triage.domain.reclassification import reclassification
 from services.triage.domain.replay import compare
 from services.triage.domain.reports import CaseReport
 from services.triage.domain.rules import SAMPLE_RULES, load_rules, shipped_rules
-from tests.test_triage_domain import received, survivor
+from testkit.triage_events import received, survivor
 
 RULES = shipped_rules()
 

@@ -1,7 +1,9 @@
-"""Kafka for triage: publishing its events, and reading the received reports' history (for
-replays: no consumer group, nothing committed, no producer)."""
+"""Kafka for triage: publishing its events, and reading history (for replays and rebuilds: no
+consumer group, nothing committed, no producer)."""
 
 from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
 
 from faststream.kafka import KafkaBroker
 from pydantic import ValidationError
@@ -20,6 +22,22 @@ class KafkaPublisher:
 
     async def publish(self, topic: str, event: Envelope) -> None:
         await publish_event(self._broker, topic, event)
+
+
+class KafkaEventHistory:
+    """The `EventHistory` port: the topics' events up to their end as of now."""
+
+    def __init__(self, bootstrap: str, *, within_s: float) -> None:
+        self.bootstrap = bootstrap
+        self.within_s = within_s
+
+    async def read(self, topics: Sequence[str]) -> AsyncIterator[Envelope]:
+        async for batch in read_to_end(self.bootstrap, topics, within_s=self.within_s):
+            for record in batch:
+                try:
+                    yield Envelope.model_validate_json(record.value or b"")
+                except ValidationError:
+                    continue  # not an event: the consumers park it, the state has no part of it
 
 
 class KafkaReceivedHistory:

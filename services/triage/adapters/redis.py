@@ -3,7 +3,8 @@ current result, the override in force, and the events published for each input (
 redelivered input publishes the very same events again, and a restart keeps re-triage working).
 
 Redis holds fast, rebuildable state: every value here is also on Kafka (`reports.received`
-holds the inputs, `reports.triaged` the results, overrides and reclassifications).
+holds the inputs, `reports.triaged` the results, overrides and reclassifications), and
+`restore` writes it back from there (`handlers.rebuild_state`) without overwriting anything.
 """
 
 from __future__ import annotations
@@ -13,12 +14,17 @@ from collections.abc import Sequence
 
 from pydantic import TypeAdapter
 from redis.asyncio import Redis
+from redis.asyncio.client import Pipeline
 from redis.asyncio.lock import Lock
 
 from contracts.events import Envelope, ReportReceivedData, ReportTriagedData, TriageOverrideInfo
+from services.triage.domain.rebuild import RebuiltCase
 from services.triage.ports import CaseSnapshot
 
 _EVENTS = TypeAdapter(list[Envelope])
+
+RESTORE_BATCH = 200
+"""Cases written back per transaction by a rebuild."""
 
 
 class RedisCaseState:
@@ -105,3 +111,34 @@ class RedisCaseState:
     async def history(self, case_id: uuid.UUID) -> list[Envelope]:
         stored = await self._redis.lrange(self._key(case_id, "history"), 0, -1)
         return [Envelope.model_validate_json(s) for s in stored]
+
+    async def restore(self, cases: Sequence[RebuiltCase]) -> None:
+        """Write rebuilt cases, overwriting nothing: reports, outcomes and published marks are
+        added where absent; the current result, the override and the history are set only
+        where absent (a live handler's are newer). A batch of cases at a time, each batch
+        one transaction, so no handler ever sees a case half restored."""
+        for start in range(0, len(cases), RESTORE_BATCH):
+            async with self._redis.pipeline(transaction=True) as pipe:
+                for case in cases[start : start + RESTORE_BATCH]:
+                    self._restore(pipe, case)
+                await pipe.execute()
+
+    def _restore(self, pipe: Pipeline, case: RebuiltCase) -> None:
+        key = case.case_id
+        for report in case.reports:
+            pipe.hsetnx(self._key(key, "reports"), str(report.report_id), report.model_dump_json())
+        for cause, events in case.outcomes.items():
+            pipe.hsetnx(self._key(key, "outcomes"), cause, _EVENTS.dump_json(list(events)))
+        for cause in case.published:
+            pipe.hsetnx(self._key(key, "published"), cause, "1")
+        if case.current is not None:
+            pipe.set(self._key(key, "current"), case.current.model_dump_json(), nx=True)
+        if case.override is not None:
+            pipe.set(self._key(key, "override"), case.override.model_dump_json(), nx=True)
+        if case.history:
+            # A list has no set-if-absent: built aside, then renamed only if there is none.
+            aside = self._key(key, "history:rebuilt")
+            pipe.delete(aside)
+            pipe.rpush(aside, *[e.model_dump_json() for e in case.history])
+            pipe.renamenx(aside, self._key(key, "history"))
+            pipe.delete(aside)

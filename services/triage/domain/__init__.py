@@ -10,5 +10,7 @@
 - `case`: a case's reports combined into one result, and what a partner may be shown of it;
 - `reclassification`: the change event when a case's classification or priority moved;
 - `lanes`: which topic a result goes to;
-- `replay`: a candidate rule set compared with the baseline on the same reports.
+- `replay`: a candidate rule set compared with the baseline on the same reports;
+- `rebuild`: a case's state folded back from the topics, and an input's events settled with
+  those of them already published.
 """

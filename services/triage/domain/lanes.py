@@ -23,3 +23,9 @@ def triaged_topic(event: Envelope, lane: Lane) -> str:
     if lane is Lane.BULK and priority not in URGENT:
         return topics.REPORTS_TRIAGED_BULK
     return topics.REPORTS_TRIAGED
+
+
+# Where triage's case state comes from, both lanes: the reports it reads, and every event it
+# publishes (results, reclassifications and overrides all go to the triaged topics).
+RECEIVED_TOPICS = tuple(topics.RECEIVED_BY_LANE.values())
+TRIAGED_TOPICS = tuple(topics.TRIAGED_BY_LANE.values())

@@ -73,6 +73,16 @@ def overridden_data(
     )
 
 
+def recorded_override(result: ReportTriagedData) -> TriageOverrideInfo | None:
+    """The override in force as it was recorded when made, from a result made under it (which
+    adds what the rules say now, and what of it later evidence superseded)."""
+    if result.override is None:
+        return None
+    return result.override.model_copy(
+        update={"superseded": (), "current_classification": None, "current_priority": None}
+    )
+
+
 def apply_override(result: ReportTriagedData, override: TriageOverrideInfo) -> ReportTriagedData:
     """The supervisor's values, unless evidence since the override is more protective (the
     result then says which field was superseded)."""
