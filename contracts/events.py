@@ -164,6 +164,17 @@ class SourceFormat(StrEnum):
     BATCH = "batch"
 
 
+class IdempotencyDigests(BaseModel):
+    """A single report's Idempotency-Key and request, as keyed digests (HMAC under intake's
+    own secret: neither can be recovered or guessed from them), from which intake restores
+    the key's answer after losing its store."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    key: str = Field(description="HMAC of the partner's Idempotency-Key")
+    request: str = Field(description="HMAC of the request (its channel and exact body)")
+
+
 class ReportReceivedData(EventData):
     report_id: uuid.UUID
     partner_id: str
@@ -211,6 +222,11 @@ class ReportReceivedData(EventData):
     )
     personal: EncryptedBlob | None = Field(
         default=None, description="Names, contacts, identifiers and narrative, encrypted"
+    )
+    idempotency: IdempotencyDigests | None = Field(
+        default=None,
+        description="Set for a single report sent with an Idempotency-Key: keyed digests of "
+        "the key and the request, for intake alone (never the key itself)",
     )
 
 

@@ -1,5 +1,6 @@
 """Composes the intake service: its settings and reference data, the adapters, the use cases,
-the HTTP routes and the status projection's subscription."""
+the HTTP routes, the status projection's subscription, and the guard that rebuilds intake's
+Redis state from Kafka when it is lost."""
 
 from __future__ import annotations
 
@@ -11,21 +12,26 @@ from fastapi import FastAPI
 from contracts.reports import PartnerReport
 from ocsea.runtime.auth import PrincipalStore
 from ocsea.runtime.crypto import CaseKeys, load_or_create_master_key
+from ocsea.runtime.projection import ProjectionGuard
 from ocsea.runtime.redis_batching import CoalescingRedis
 from ocsea.runtime.service import ServiceContext, create_http_app
 from ocsea.runtime.settings import Settings
 from services.intake.adapters.clock import SystemClock
-from services.intake.adapters.kafka import KafkaPublisher
+from services.intake.adapters.kafka import KafkaEventHistory, KafkaPublisher
 from services.intake.adapters.metrics import IntakeFigures
 from services.intake.adapters.redis import RedisIntakeStore
+from services.intake.adapters.redis_restore import RedisStateRestore
+from services.intake.adapters.sealed import SealedParts
 from services.intake.config import IntakeSettings
 from services.intake.domain.canonical import Normalisers
 from services.intake.domain.matching import Matcher
+from services.intake.domain.rebuild import Windows
 from services.intake.domain.reference import Gazetteer, Vocabulary
 from services.intake.domain.xml_document import XmlLimits
 from services.intake.entrypoints import http, kafka
 from services.intake.handlers.acceptance import Acceptor
 from services.intake.handlers.reading import JsonReader
+from services.intake.handlers.rebuild import StateRebuild
 from services.intake.handlers.submissions import Intake
 
 
@@ -45,12 +51,33 @@ def build(settings: Settings, intake: IntakeSettings | None = None) -> FastAPI:
         create=not settings.deployment,
         setting="OCSEA_INTAKE_MATCHING_KEY_FILE",
     )
+    keys = CaseKeys.for_service(context, redis)
+    matcher = Matcher(matching_secret, vocabulary)
+    rebuild = StateRebuild(
+        history=KafkaEventHistory(settings.kafka_bootstrap, within_s=config.rebuild_within_s),
+        opener=SealedParts(keys),
+        # Not the coalescing client: the restore's pipelines run scripts.
+        restore=RedisStateRestore(context.redis, config.max_linked_reports),
+        matcher=matcher,
+        windows=Windows(
+            duplicate_s=config.duplicate_window_s,
+            link_s=config.link_ttl_s,
+            held_s=config.held_event_ttl_s,
+            idempotency_s=config.idempotency_ttl_s,
+            max_linked_reports=config.max_linked_reports,
+        ),
+        clock=clock,
+        open_concurrency=config.rebuild_open_concurrency,
+    )
+    guard = ProjectionGuard(redis, "intake", rebuild)
+    # Present before the first request or event (and rebuilt when lost, before each).
+    context.on_startup.append(guard.ensure)
     acceptor = Acceptor(
         publisher=KafkaPublisher(context.broker),
-        sealer=CaseKeys.for_service(context, redis),
+        sealer=keys,
         index=store,
         clock=clock,
-        matcher=Matcher(matching_secret, vocabulary),
+        matcher=matcher,
         gazetteer=gazetteer,
         vocabulary=vocabulary,
         zone=zone,
@@ -63,6 +90,7 @@ def build(settings: Settings, intake: IntakeSettings | None = None) -> FastAPI:
         acceptor=acceptor,
         admissions=store,
         status=store,
+        guard=guard,
         figures=figures,
         clock=clock,
         refs=Normalisers(gazetteer, vocabulary, zone, config.max_base64_run),

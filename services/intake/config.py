@@ -26,8 +26,9 @@ class IntakeSettings(BaseSettings):
     )
     matching_key_file: Path | None = Field(
         default=None,
-        description="Secret for keyed hashes of identifiers (HMAC-SHA256); default: "
-        "<var>/matching.key. Changing it forgets every earlier match.",
+        description="Secret for keyed hashes of identifiers, reports and Idempotency-Keys "
+        "(HMAC-SHA256); default: <var>/matching.key. Changing it forgets every earlier match "
+        "and idempotent answer.",
     )
 
     max_report_bytes: int = Field(default=256 * KIB, ge=KIB)
@@ -107,6 +108,19 @@ class IntakeSettings(BaseSettings):
         default=3 * 365 * 24 * 3600, ge=60, description="How long identifiers link to a case"
     )
     max_linked_reports: int = Field(default=100, ge=1)
+
+    rebuild_within_s: float = Field(
+        default=600.0,
+        gt=0,
+        description="How long rebuilding intake's state from Kafka (when Redis lost it) may "
+        "take to read the topics before it fails and is tried again",
+    )
+    rebuild_open_concurrency: int = Field(
+        default=32,
+        ge=1,
+        description="Reports' sealed parts opened at once while rebuilding (each asks for its "
+        "case's data key), to derive their keyed fingerprints and identifier hashes again",
+    )
 
     @field_validator("default_time_zone")
     @classmethod

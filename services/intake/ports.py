@@ -7,13 +7,14 @@ the case key store and Prometheus; the tests on in-memory fakes (`tests/intake/f
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
-from contracts.events import EncryptedBlob, Envelope, PartnerAssessment
+from contracts.events import EncryptedBlob, Envelope, IdempotencyDigests, PartnerAssessment
 from services.intake.domain.planning import CaseContext, Earlier, Held, LinkedReport
+from services.intake.domain.rebuild import Recorded, RestoredState
 from services.intake.domain.status import ReportStatusRecord
 
 
@@ -45,12 +46,18 @@ class StoredAnswer:
 @dataclass(frozen=True)
 class Reservation:
     """An Idempotency-Key held by a request in progress (`token` tells this request's
-    reservation from a later one's)."""
+    reservation from a later one's). The key and the request are keyed digests
+    (`Matcher.idempotency_key`, `Matcher.request`): the store never sees the key itself."""
 
     partner: str
-    key: str
+    key_digest: str
     request_digest: str
     token: str
+
+    @property
+    def digests(self) -> IdempotencyDigests:
+        """What the report's event carries of them, to restore the answer from Kafka."""
+        return IdempotencyDigests(key=self.key_digest, request=self.request_digest)
 
 
 @dataclass(frozen=True)
@@ -164,6 +171,46 @@ class StatusProjection(Protocol):
     ) -> None: ...
 
     async def mark_routed(self, report_id: uuid.UUID, case_id: uuid.UUID, at: datetime) -> None: ...
+
+
+class ProjectionCheck(Protocol):
+    async def ensure(self) -> None:
+        """Rebuild intake's state from Kafka first if Redis lost it (cheap when it did not:
+        `ocsea.runtime.projection.ProjectionGuard` looks at most once a second)."""
+        ...
+
+
+class StateRestore(Protocol):
+    async def restore(self, state: RestoredState) -> None:
+        """Write state folded back from Kafka, each record for the time it has left,
+        overwriting nothing (set if absent): a live request of another replica may have
+        written newer state meanwhile, and several replicas may restore the same state at
+        once."""
+        ...
+
+
+class EventHistory(Protocol):
+    def read(
+        self, topics: Sequence[str], event_types: Iterable[str]
+    ) -> AsyncIterator[list[Recorded]]:
+        """The topics' events of these types up to their end as of now, in batches (each of
+        one partition, in order); records that are not events are left out."""
+        ...
+
+
+class CaseNotKnown(LookupError):  # noqa: N818 (a condition of the case, as the use case sees it)
+    """This deployment's key store never held the case's key: the event is not this
+    deployment's (another one sharing the broker), since intake keeps a key (or its erasure)
+    for every case it sealed anything for."""
+
+
+class SealedOpener(Protocol):
+    async def open(self, case_id: uuid.UUID, blob: EncryptedBlob) -> bytes | None:
+        """The plaintext, or None where it cannot be opened (the case's key was erased, or
+        the blob is not sealed under it); `CaseNotKnown` for a case this deployment never
+        held a key for. Raises when the keys cannot be read (an outage), which must not pass
+        for an erasure."""
+        ...
 
 
 class EventPublisher(Protocol):

@@ -1,15 +1,18 @@
 """In-memory fakes of intake's ports (`services/intake/ports.py`), for the use cases' fast tests.
 
 One `Journal` records, in order, what the fakes were asked to do (hold, publish, acknowledged,
-record), so a test can check the order the use cases promise.
+record), so a test can check the order the use cases promise. The broker keeps what reached it,
+so the state can be rebuilt from it (`FakeHistory`) after the store lost everything
+(`MemoryStore.lose`, a FLUSHALL).
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import json
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -17,18 +20,22 @@ from typing import Any
 from contracts.events import EncryptedBlob, Envelope, PartnerAssessment
 from contracts.reports import PartnerKind
 from ocsea.runtime.auth import Principal, Role
+from ocsea.runtime.projection import ProjectionGuard
 from services.intake.config import IntakeSettings
 from services.intake.domain.canonical import Normalisers
 from services.intake.domain.matching import Matcher
 from services.intake.domain.planning import CaseContext, Earlier, Held, LinkedReport
+from services.intake.domain.rebuild import Recorded, RestoredState, Windows
 from services.intake.domain.status import ReportStatusRecord
 from services.intake.domain.xml_document import XmlLimits
 from services.intake.handlers.acceptance import Acceptor
 from services.intake.handlers.reading import JsonReader
+from services.intake.handlers.rebuild import StateRebuild
 from services.intake.handlers.submissions import Intake
 from services.intake.ports import (
     AcceptedReport,
     Admission,
+    CaseNotKnown,
     DuplicateReceipt,
     Lookup,
     RateLimit,
@@ -67,6 +74,7 @@ class MemoryStore:
         self.let_go: set[uuid.UUID] = set()  # held events to expire soon (remembered reports)
         self.duplicates: dict[str, Earlier] = {}
         self.statuses: dict[uuid.UUID, dict[str, str]] = {}
+        self.views: dict[tuple[uuid.UUID, str], dict[str, str]] = {}
         self.fail_hold: BaseException | None = None
         self.fail_record: BaseException | None = None
 
@@ -79,7 +87,7 @@ class MemoryStore:
             return Admission(self.wait_s)
         if reservation is None:
             return Admission(0)
-        key = (partner, reservation.key)
+        key = (partner, reservation.key_digest)
         if key in self.answers:
             return Admission(0, earlier=self.answers[key])
         if key in self.reservations:
@@ -88,7 +96,7 @@ class MemoryStore:
         return Admission(0)
 
     async def release(self, reservation: Reservation) -> None:
-        key = (reservation.partner, reservation.key)
+        key = (reservation.partner, reservation.key_digest)
         if self.reservations.get(key) == reservation:
             del self.reservations[key]
 
@@ -155,6 +163,8 @@ class MemoryStore:
                 "case_ref": str(report.case_ref),
                 "received_at": report.received_at.isoformat(),
                 "source_format": report.source_format,
+                "lane": report.lane,
+                "linked": json.dumps([[str(r.report_id), r.partner_id] for r in report.linked]),
             }
             if report.report_id in self.held:
                 self.let_go.add(report.report_id)
@@ -169,7 +179,7 @@ class MemoryStore:
             }
         if answer is not None:
             reservation, stored = answer
-            key = (reservation.partner, reservation.key)
+            key = (reservation.partner, reservation.key_digest)
             self.answers[key] = stored
             self.reservations.pop(key, None)
 
@@ -177,7 +187,10 @@ class MemoryStore:
 
     async def report_view(self, report_id: uuid.UUID) -> ReportStatusRecord | None:
         fields = self.statuses.get(report_id)
-        return ReportStatusRecord(dict(fields), dict(fields), {}) if fields else None
+        if not fields:
+            return None
+        view = self.views.get((uuid.UUID(fields["case_id"]), fields["partner"]), {})
+        return ReportStatusRecord(dict(fields), dict(fields), dict(view))
 
     async def mark_triaged(
         self,
@@ -195,6 +208,56 @@ class MemoryStore:
     async def mark_routed(self, report_id: uuid.UUID, case_id: uuid.UUID, at: datetime) -> None:
         if report_id in self.statuses:
             self.statuses[report_id]["routed_at"] = at.isoformat()
+
+    # StateRestore: set if absent, as the Redis adapter writes ----------------------------------
+
+    async def restore(self, state: RestoredState) -> None:
+        self.journal.append("restore")
+        for report in state.reports:
+            fields = {
+                "partner": report.partner_id,
+                "case_id": str(report.case_id),
+                "case_ref": str(report.case_ref),
+                "received_at": report.received_at.isoformat(),
+                "source_format": report.source_format,
+                "lane": report.lane,
+                "linked": json.dumps([[str(r.report_id), r.partner_id] for r in report.linked]),
+                "triaged_at": report.triaged_at.isoformat() if report.triaged_at else None,
+                "routed_at": report.routed_at.isoformat() if report.routed_at else None,
+            }
+            status = self.statuses.setdefault(report.report_id, {})
+            for name, value in fields.items():
+                if value is not None:
+                    status.setdefault(name, value)
+            if report.fingerprint is not None:
+                earlier = Earlier(report.report_id, report.case_id, report.case_ref)
+                self.duplicates.setdefault(report.fingerprint, earlier)
+            if report.held is not None:
+                self.held.setdefault(report.report_id, report.held.encode())
+        for case in state.cases:
+            reports = self.case_reports.setdefault(case.case_id, [])
+            reports[:0] = [r for r in case.reports if r not in reports]
+            if case.opener is not None:
+                self.openers.setdefault(case.case_id, case.opener)
+            for partner_id, view in case.views.items():
+                self.views.setdefault(
+                    (case.case_id, partner_id),
+                    {"classification": view.classification, "priority": view.priority},
+                )
+        for link in state.links:
+            self.links.setdefault(link.digest, link.case_id)
+        for answer in state.answers:
+            stored = StoredAnswer(answer.request_digest, answer.status, dict(answer.body))
+            self.answers.setdefault((answer.partner_id, answer.key_digest), stored)
+
+    def lose(self) -> None:
+        """What a FLUSHALL (or a Redis restarted without its data) does."""
+        for kept in (
+            self.links, self.openers, self.case_reports, self.reservations, self.answers,
+            self.held, self.duplicates, self.statuses, self.views,
+        ):  # fmt: skip
+            kept.clear()
+        self.let_go.clear()
 
 
 class FakePublisher:
@@ -246,11 +309,56 @@ class FakePublisher:
         return [body for _, body in self.sent]
 
 
+class FakeHistory:
+    """The topics as the broker holds them: what reached `FakePublisher`, and the progress
+    events (triage results, assignments) a test adds."""
+
+    def __init__(self, publisher: FakePublisher) -> None:
+        self.publisher = publisher
+        self.progress: list[tuple[str, Envelope]] = []
+
+    def records(self) -> list[Recorded]:
+        sent = [
+            *self.publisher.sent,
+            *((t, e.model_dump_json().encode()) for t, e in self.progress),
+        ]
+        return [
+            Recorded(topic, Envelope.model_validate_json(raw), raw, timestamp_ms=number)
+            for number, (topic, raw) in enumerate(sent)
+        ]
+
+    async def read(
+        self, topics: Sequence[str], event_types: Iterable[str]
+    ) -> AsyncIterator[list[Recorded]]:
+        wanted = set(event_types)
+        for recorded in self.records():
+            if recorded.topic in topics and recorded.envelope.event_type in wanted:
+                yield [recorded]
+
+
+@dataclass
+class MemoryEpoch:
+    """The projection's epoch marker (`ProjectionGuard`), lost with the store."""
+
+    value: str | None = "built at start"
+
+    async def epoch(self) -> str | None:
+        return self.value
+
+    async def set_epoch(self, value: str) -> None:
+        self.value = value
+
+
 class FakeSealer:
     """Seals as AES-GCM does as far as the tests can tell: every sealing differs (a fresh
-    nonce), so an event made twice is never the same bytes. With `gate` set, sealing waits."""
+    nonce), so an event made twice is never the same bytes. With `gate` set, sealing waits.
+    Opens what it sealed, unless the case was `erased` (or is `unknown`: another deployment's).
+    """
 
     def __init__(self) -> None:
+        self.erased: set[uuid.UUID] = set()
+        self.unknown: set[uuid.UUID] = set()
+        self.opened = 0
         self.sealed = 0
         self.gate: asyncio.Event | None = None
         self.parked = asyncio.Event()
@@ -272,6 +380,14 @@ class FakeSealer:
             nonce=nonce,
             ciphertext=base64.urlsafe_b64encode(plaintext[::-1]).decode(),
         )
+
+    async def open(self, case_id: uuid.UUID, blob: EncryptedBlob) -> bytes | None:
+        self.opened += 1
+        if case_id in self.unknown:
+            raise CaseNotKnown(str(case_id))
+        if case_id in self.erased or blob.key_id != str(case_id):
+            return None
+        return base64.urlsafe_b64decode(blob.ciphertext)[::-1]
 
 
 @dataclass
@@ -310,10 +426,42 @@ class World:
     clock: FixedClock = field(default_factory=FixedClock)
     figures: RecordingFigures = field(default_factory=RecordingFigures)
     publish_timeout_s: float = 5
+    epoch: MemoryEpoch = field(default_factory=MemoryEpoch)
+    history: FakeHistory = field(init=False)
+    guard: ProjectionGuard = field(init=False)
 
     def __post_init__(self) -> None:
         self.store = MemoryStore(self.journal)
         self.publisher = FakePublisher(self.journal)
+        self.history = FakeHistory(self.publisher)
+        # Checked on every use (no once-a-second grace): a loss is noticed at once.
+        self.guard = ProjectionGuard(
+            None, "intake", self.rebuild(), recheck_s=0.0, marker=self.epoch
+        )
+
+    def rebuild(self) -> StateRebuild:
+        config = IntakeSettings()
+        windows = Windows(
+            duplicate_s=config.duplicate_window_s,
+            link_s=config.link_ttl_s,
+            held_s=config.held_event_ttl_s,
+            idempotency_s=config.idempotency_ttl_s,
+            max_linked_reports=config.max_linked_reports,
+        )
+        return StateRebuild(
+            history=self.history,
+            opener=self.sealer,
+            restore=self.store,
+            matcher=Matcher(SECRET, self.refs.vocabulary),
+            windows=windows,
+            clock=self.clock,
+            open_concurrency=4,
+        )
+
+    def lose_state(self) -> None:
+        """Redis flushed: intake's records and the projection's epoch marker are gone."""
+        self.store.lose()
+        self.epoch.value = None
 
     def acceptor(self, **overrides: Any) -> Acceptor:
         settings: dict[str, Any] = {
@@ -337,6 +485,7 @@ class World:
             acceptor=self.acceptor(),
             admissions=self.store,
             status=self.store,
+            guard=self.guard,
             figures=self.figures,
             clock=self.clock,
             refs=self.refs,

@@ -15,7 +15,6 @@ stopped, and its topics are not filled with generated reports.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 import os
 import re
@@ -467,10 +466,10 @@ async def test_a_broker_outage_answers_503_and_leaves_nothing_behind(
     }
     key = f"outage-{marker}"
     headers = intake.headers("hotline-a", **{"Idempotency-Key": key})
-    idempotency_record = (
-        f"ocsea:intake:idem:{intake.partner_id('hotline-a')}:"
-        + hashlib.sha256(key.encode()).hexdigest()
-    )
+    secret = load_or_create_master_key(intake.var_dir / "matching.key")
+    partner_id = intake.partner_id("hotline-a")
+    digest = Matcher(secret, Vocabulary.load()).idempotency_key(partner_id, key)
+    idempotency_record = f"ocsea:intake:idem:{partner_id}:{digest}"
     try:
         warm = await client.post(url, json={"channel": "hotline", "narrative": marker[:8]},
                                  headers=intake.headers("hotline-a"))  # fmt: skip

@@ -1,12 +1,15 @@
 """Intake's Redis state: admission (rate limits and Idempotency-Key reservations), idempotent
 answers, the duplicate and link index, held events, and the partners' report-status projection.
 
-All of it is fast, rebuildable state beside Kafka (the source of truth). The index holds only
-keyed hashes (HMAC) of identifiers, and is written only after the broker acknowledged a
-report: a report that was not published leaves nothing in it (an Idempotency-Key reserved for
-it is released). What such a report does leave is its held event (`held:{report_id}`, the
-event as first prepared, its personal part sealed), so that a retry sends the same bytes; it
-goes soon after the report is remembered, or after `OCSEA_INTAKE_HELD_EVENT_TTL_S`.
+All of it is a projection of Kafka (the source of truth), rebuilt from intake's own events
+and the progress topics when Redis lost it (`handlers/rebuild.py`, written back by
+`redis_restore.py`; rate limits and reservations in progress are simply lost). The index
+holds only keyed hashes (HMAC) of identifiers, and is written only after the broker
+acknowledged a report: a report that was not published leaves nothing in it (an
+Idempotency-Key reserved for it is released). What such a report does leave is its held
+event (`held:{report_id}`, the event as first prepared, its personal part sealed), so that a
+retry sends the same bytes; it goes soon after the report is remembered, or after
+`OCSEA_INTAKE_HELD_EVENT_TTL_S`.
 
 What partners see is kept apart per partner: the reference a partner was given for a case
 (`case_ref`), and the classification a partner may see for it (`case-view:{case}:{partner}`),
@@ -16,7 +19,6 @@ which only ever comes from triage results drawn from that partner's own reports.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import math
 import uuid
@@ -84,8 +86,47 @@ def _reservation_value(reservation: Reservation) -> str:
     return json.dumps({"request": reservation.request_digest, "pending": reservation.token})
 
 
-def _held_key(report_id: uuid.UUID) -> str:
+# The keys, for the live writes here and for the restore from Kafka (`redis_restore.py`).
+
+
+def held_key(report_id: uuid.UUID) -> str:
     return f"{PREFIX}:held:{report_id}"
+
+
+def dup_key(fingerprint: str) -> str:
+    return f"{PREFIX}:dup:{fingerprint}"
+
+
+def link_key(digest: str) -> str:
+    return f"{PREFIX}:link:{digest}"
+
+
+def status_key(report_id: uuid.UUID | str) -> str:
+    return f"{PREFIX}:status:{report_id}"
+
+
+def case_key(case_id: uuid.UUID | str) -> str:
+    """The prefix of a case's list of reports (`:reports`) and partners (`:partners`)."""
+    return f"{PREFIX}:case:{case_id}"
+
+
+def case_status_key(case_id: uuid.UUID | str) -> str:
+    return f"{PREFIX}:case-status:{case_id}"
+
+
+def view_key(case_id: uuid.UUID | str, partner: str) -> str:
+    return f"{PREFIX}:case-view:{case_id}:{partner}"
+
+
+def idempotency_key(partner: str, key_digest: str) -> str:
+    # A keyed digest of the partner's key (`Matcher.idempotency_key`): their text could be
+    # anything, and the digest is what the report's event carries to restore the answer.
+    return f"{PREFIX}:idem:{partner}:{key_digest}"
+
+
+def answer_value(request_digest: str, status: int, body: Any) -> str:
+    """A key's stored answer, as `admit` reads it back."""
+    return json.dumps({"request": request_digest, "status": status, "body": body})
 
 
 class RedisIntakeStore:
@@ -99,11 +140,6 @@ class RedisIntakeStore:
 
     # admission and idempotency ---------------------------------------------------------------
 
-    @staticmethod
-    def _idempotency_key(partner: str, key: str) -> str:
-        # The partner's key is hashed: it is their text, and could be anything.
-        return f"{PREFIX}:idem:{partner}:{hashlib.sha256(key.encode()).hexdigest()}"
-
     async def admit(
         self, partner: str, limit: RateLimit, reservation: Reservation | None
     ) -> Admission:
@@ -115,7 +151,7 @@ class RedisIntakeStore:
         keys = [f"{PREFIX}:rate:{partner}"]
         args: list[Any] = [interval_us, tolerance_us]
         if reservation is not None:
-            keys.append(self._idempotency_key(partner, reservation.key))
+            keys.append(idempotency_key(partner, reservation.key_digest))
             args += [_reservation_value(reservation), self._settings.idempotency_reservation_s]
         wait_us, held = await self._admit(keys=keys, args=args)
         if int(wait_us) > 0:
@@ -133,15 +169,14 @@ class RedisIntakeStore:
         own (`OCSEA_INTAKE_IDEMPOTENCY_RESERVATION_S`)."""
         with contextlib.suppress(RedisError):
             await self._release(
-                keys=[self._idempotency_key(reservation.partner, reservation.key)],
+                keys=[idempotency_key(reservation.partner, reservation.key_digest)],
                 args=[_reservation_value(reservation)],
             )
 
     def _answer_command(self, pipe: Any, reservation: Reservation, answer: StoredAnswer) -> None:
-        stored = {"request": answer.request_digest, "status": answer.status, "body": answer.body}
         pipe.set(
-            self._idempotency_key(reservation.partner, reservation.key),
-            json.dumps(stored),
+            idempotency_key(reservation.partner, reservation.key_digest),
+            answer_value(answer.request_digest, answer.status, answer.body),
             ex=self._settings.idempotency_ttl_s,
         )
 
@@ -156,9 +191,9 @@ class RedisIntakeStore:
         """Earlier identical reports, the case each identifier already belongs to, and the
         events held for the reports (one round trip)."""
         keys = [
-            *(f"{PREFIX}:dup:{f}" for f in fingerprints),
-            *(_held_key(r) for r in report_ids),
-            *(f"{PREFIX}:link:{d}" for d in link_digests),
+            *(dup_key(f) for f in fingerprints),
+            *(held_key(r) for r in report_ids),
+            *(link_key(d) for d in link_digests),
         ]
         values = await self._redis.mget(keys) if keys else []
         held_values = values[len(fingerprints) : len(fingerprints) + len(report_ids)]
@@ -187,7 +222,7 @@ class RedisIntakeStore:
         async with self._redis.pipeline(transaction=False) as pipe:
             for held in prepared:
                 pipe.set(
-                    _held_key(held.report_id),
+                    held_key(held.report_id),
                     held.encode(),
                     nx=True,
                     get=True,
@@ -205,8 +240,8 @@ class RedisIntakeStore:
             return {}
         async with self._redis.pipeline(transaction=False) as pipe:
             for case_id in ids:
-                pipe.lrange(f"{PREFIX}:case:{case_id}:reports", 0, -1)
-                pipe.hgetall(f"{PREFIX}:case:{case_id}:partners")
+                pipe.lrange(f"{case_key(case_id)}:reports", 0, -1)
+                pipe.hgetall(f"{case_key(case_id)}:partners")
             results = await pipe.execute()
         found: dict[uuid.UUID, CaseContext] = {}
         for index, case_id in enumerate(ids):
@@ -255,29 +290,27 @@ class RedisIntakeStore:
                         "case_ref": str(report.case_ref),
                     }
                 )
-                pipe.set(
-                    f"{PREFIX}:dup:{report.fingerprint}", earlier, ex=settings.duplicate_window_s
-                )
+                pipe.set(dup_key(report.fingerprint), earlier, ex=settings.duplicate_window_s)
                 for digest in report.link_digests:
                     # The first case an identifier was seen in keeps it.
                     pipe.set(
-                        f"{PREFIX}:link:{digest}",
+                        link_key(digest),
                         str(report.case_id),
                         nx=True,
                         ex=settings.link_ttl_s,
                     )
-                case_key = f"{PREFIX}:case:{report.case_id}"
-                pipe.rpush(f"{case_key}:reports", f"{report.report_id} {report.partner_id}")
+                case = case_key(report.case_id)
+                pipe.rpush(f"{case}:reports", f"{report.report_id} {report.partner_id}")
                 if report.linked:  # a new case's list holds this one report
-                    pipe.ltrim(f"{case_key}:reports", -settings.max_linked_reports, -1)
-                pipe.expire(f"{case_key}:reports", settings.link_ttl_s)
+                    pipe.ltrim(f"{case}:reports", -settings.max_linked_reports, -1)
+                pipe.expire(f"{case}:reports", settings.link_ttl_s)
                 # The case's partners, and which of them opened it (what its reference is).
                 role = OPENER if report.opened_case else JOINED
-                pipe.hsetnx(f"{case_key}:partners", report.partner_id, role)
-                pipe.expire(f"{case_key}:partners", settings.link_ttl_s)
-                status_key = f"{PREFIX}:status:{report.report_id}"
+                pipe.hsetnx(f"{case}:partners", report.partner_id, role)
+                pipe.expire(f"{case}:partners", settings.link_ttl_s)
+                status = status_key(report.report_id)
                 pipe.hset(
-                    status_key,
+                    status,
                     mapping={
                         "partner": report.partner_id,
                         "case_id": str(report.case_id),
@@ -290,13 +323,13 @@ class RedisIntakeStore:
                         ),
                     },
                 )
-                pipe.expire(status_key, settings.duplicate_window_s)
+                pipe.expire(status, settings.duplicate_window_s)
                 # The duplicate record answers a resubmission from now on; the held event
                 # stays as long as a request may be in progress, for one that looked the
                 # report up before this record and holds its event after it.
-                pipe.expire(_held_key(report.report_id), settings.idempotency_reservation_s)
+                pipe.expire(held_key(report.report_id), settings.idempotency_reservation_s)
             for duplicate in duplicates:
-                receipt_key = f"{PREFIX}:status:{duplicate.receipt_id}"
+                receipt_key = status_key(duplicate.receipt_id)
                 pipe.hset(
                     receipt_key,
                     mapping={
@@ -309,7 +342,7 @@ class RedisIntakeStore:
                     },
                 )
                 pipe.expire(receipt_key, settings.duplicate_window_s)
-                pipe.hincrby(f"{PREFIX}:status:{duplicate.duplicate_of}", "duplicates", 1)
+                pipe.hincrby(status_key(duplicate.duplicate_of), "duplicates", 1)
             if answer is not None:
                 self._answer_command(pipe, *answer)
             await pipe.execute()
@@ -319,21 +352,15 @@ class RedisIntakeStore:
     async def report_view(self, report_id: uuid.UUID) -> ReportStatusRecord | None:
         """A report's record, the record whose progress it shows (the original, for a
         duplicate), and what its partner may see of the case's classification."""
-        fields = _texts(await self._redis.hgetall(f"{PREFIX}:status:{report_id}"))
+        fields = _texts(await self._redis.hgetall(status_key(report_id)))
         if "partner" not in fields:
             return None
         progress = fields
         if duplicate_of := fields.get("duplicate_of"):
-            progress = _texts(await self._redis.hgetall(f"{PREFIX}:status:{duplicate_of}"))
+            progress = _texts(await self._redis.hgetall(status_key(duplicate_of)))
             progress = progress if "partner" in progress else fields
-        view = _texts(
-            await self._redis.hgetall(self._view_key(fields["case_id"], fields["partner"]))
-        )
+        view = _texts(await self._redis.hgetall(view_key(fields["case_id"], fields["partner"])))
         return ReportStatusRecord(fields, progress, view)
-
-    @staticmethod
-    def _view_key(case_id: uuid.UUID | str, partner: str) -> str:
-        return f"{PREFIX}:case-view:{case_id}:{partner}"
 
     async def mark_triaged(
         self,
@@ -353,22 +380,21 @@ class RedisIntakeStore:
         assessment (`own` absent) is shown only if every report of the case is the partner's.
         A report reaching triage on a case that is already routed is routed from then (no new
         task is created for it)."""
-        status_key = f"{PREFIX}:status:{report_id}"
-        case_key = f"{PREFIX}:case:{case_id}"
+        status = status_key(report_id)
         async with self._redis.pipeline(transaction=False) as pipe:
-            pipe.hget(status_key, "partner")
-            pipe.hkeys(f"{case_key}:partners")
-            pipe.hget(f"{PREFIX}:case-status:{case_id}", "routed_at")
+            pipe.hget(status, "partner")
+            pipe.hkeys(f"{case_key(case_id)}:partners")
+            pipe.hget(case_status_key(case_id), "routed_at")
             partner, partners, case_routed = await pipe.execute()
         if partner is None:
             return  # not a report this intake took (or long forgotten)
         owner = _text(partner)
         ttl = self._settings.duplicate_window_s
         async with self._redis.pipeline(transaction=False) as pipe:
-            pipe.hset(status_key, "triaged_at", at.isoformat())
+            pipe.hset(status, "triaged_at", at.isoformat())
             if case_routed is not None:
-                pipe.hsetnx(status_key, "routed_at", now.isoformat())
-            pipe.expire(status_key, ttl)
+                pipe.hsetnx(status, "routed_at", now.isoformat())
+            pipe.expire(status, ttl)
             shown: tuple[str, str] | None = None
             if own is not None:
                 if own.partner_id == owner:
@@ -376,38 +402,37 @@ class RedisIntakeStore:
             elif {_text(p) for p in partners} == {owner}:
                 shown = case_result
             if shown is not None:
-                view_key = self._view_key(case_id, owner)
+                view = view_key(case_id, owner)
                 pipe.hset(
-                    view_key,
+                    view,
                     mapping={
                         "classification": shown[0],
                         "priority": shown[1],
                         "updated_at": at.isoformat(),
                     },
                 )
-                pipe.expire(view_key, ttl)
+                pipe.expire(view, ttl)
             await pipe.execute()
 
     async def mark_routed(self, report_id: uuid.UUID, case_id: uuid.UUID, at: datetime) -> None:
         """A task was assigned on the case: the report that caused it is routed, and so is
         every report of the case already triaged (a case has one task per role, not one per
         report, so the others would wait for a task that never comes)."""
-        case_key = f"{PREFIX}:case:{case_id}"
         reports = [
             _text(e).partition(" ")[0]
-            for e in await self._redis.lrange(f"{case_key}:reports", 0, -1)
+            for e in await self._redis.lrange(f"{case_key(case_id)}:reports", 0, -1)
         ]
         if not reports:
             return  # not a case this intake took reports for
         async with self._redis.pipeline(transaction=False) as pipe:
             for report in reports:
-                pipe.hexists(f"{PREFIX}:status:{report}", "triaged_at")
+                pipe.hexists(status_key(report), "triaged_at")
             triaged = await pipe.execute()
         routed = [r for r, t in zip(reports, triaged, strict=True) if t or r == str(report_id)]
         ttl = self._settings.duplicate_window_s
         async with self._redis.pipeline(transaction=False) as pipe:
-            pipe.hsetnx(f"{PREFIX}:case-status:{case_id}", "routed_at", at.isoformat())
-            pipe.expire(f"{PREFIX}:case-status:{case_id}", ttl)
+            pipe.hsetnx(case_status_key(case_id), "routed_at", at.isoformat())
+            pipe.expire(case_status_key(case_id), ttl)
             for report in routed:
-                pipe.hsetnx(f"{PREFIX}:status:{report}", "routed_at", at.isoformat())
+                pipe.hsetnx(status_key(report), "routed_at", at.isoformat())
             await pipe.execute()

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, tzinfo
 from typing import Any
 
+from pydantic import ValidationError
+
 from contracts.events import (
     IncidentFacts,
     ReportReceivedData,
@@ -82,6 +84,25 @@ def personal_fields(report: PartnerReport) -> dict[str, Any]:
         {"survivor_ref": survivor_ref(i), **s} for i, s in enumerate(personal.get("survivors", []))
     ]
     return personal
+
+
+def report_from_personal(personal: Any) -> PartnerReport | None:
+    """The canonical report back from its sealed part (`personal_fields`), or None if it is
+    not one (an event of another version, or not intake's)."""
+    if not isinstance(personal, dict):
+        return None
+    survivors = personal.get("survivors", [])
+    if not isinstance(survivors, list) or not all(isinstance(s, dict) for s in survivors):
+        return None
+    fields = {**personal, "survivors": [_without_ref(s) for s in survivors]}
+    try:
+        return PartnerReport.model_validate(fields)
+    except ValidationError:
+        return None
+
+
+def _without_ref(survivor: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in survivor.items() if k != "survivor_ref"}
 
 
 def area(report: PartnerReport, gazetteer: Gazetteer) -> tuple[Governorate | None, str | None]:

@@ -86,6 +86,19 @@ class Matcher:
         ).digest()
         return uuid.UUID(bytes=digest[:16], version=5)
 
+    def idempotency_key(self, partner_id: str, key: str) -> str:
+        """A partner's Idempotency-Key as intake keeps it, and carries it on the report's
+        event (to restore the key's answer from Kafka): keyed, since the key is the partner's
+        own text and could be anything."""
+        return self.digest("idempotency-key", partner_id, key)
+
+    def request(self, channel: str, body: bytes) -> str:
+        """What an Idempotency-Key is bound to: the channel and the exact body. Keyed, since
+        it travels on the event and a plain hash of a short body could be guessed."""
+        return hmac.new(
+            self._secret, b"request\x1f" + channel.encode() + b"\n" + body, hashlib.sha256
+        ).hexdigest()
+
     def fingerprint(self, partner_id: str, report: PartnerReport) -> str:
         """The same content from the same partner, on any channel, is the same report."""
         return self.digest(

@@ -9,8 +9,10 @@ retry send what the failed attempt may have sent:
    (answered with the earlier report, nothing published: a second event would be counted
    twice), or a report joining an existing case, or the first report of a new case; a report
    with a held event keeps what the earlier attempt decided;
-3. seal the personal part under the case's data key and make the event, then hold it (keep
-   its bytes in the index) before it is first published;
+3. seal the personal part under the case's data key and make the event (a single report sent
+   with an Idempotency-Key carries keyed digests of key and request, from which the key's
+   answer is restored should Redis lose it: `handlers/rebuild.py`), then hold it (keep its
+   bytes in the index) before it is first published;
 4. publish to the request's lane (all of a batch's rows in flight together), and wait for the
    broker's acknowledgement of each;
 5. only then (`remember`) write the duplicate and link index, the status records and the
@@ -35,7 +37,15 @@ from dataclasses import dataclass, field
 from datetime import tzinfo
 
 from contracts import topics
-from contracts.events import Actor, ActorKind, Envelope, EventType, SourceFormat, make_event
+from contracts.events import (
+    Actor,
+    ActorKind,
+    Envelope,
+    EventType,
+    IdempotencyDigests,
+    SourceFormat,
+    make_event,
+)
 from contracts.reports import PartnerReport
 from ocsea.runtime.logging import get_logger
 from services.intake.domain.facts import Linking, clear_facts, received_event_id_for
@@ -70,6 +80,7 @@ from services.intake.ports import (
 log = get_logger("ocsea.intake")
 
 Event = Envelope | Delivery  # a report's event, or why it has none
+Source = tuple[SourceFormat, IdempotencyDigests | None]  # how the request came
 
 
 @dataclass
@@ -105,8 +116,10 @@ class Acceptor:
         reports: Sequence[Prepared],
         source_format: SourceFormat,
         lane: topics.Lane,
+        idempotency: IdempotencyDigests | None = None,
     ) -> Acceptance:
-        """Accept the reports of one request (one, or a batch's rows in order) into a lane."""
+        """Accept the reports of one request (one, or a batch's rows in order) into a lane;
+        a report's new event carries the request's `idempotency` digests."""
         received_at = self.clock.now()
         plans = [Plan.of(partner_id, r, received_at) for r in reports]
         found = await self.index.lookup(
@@ -119,7 +132,11 @@ class Acceptor:
         assign_references(self.matcher, partner_id, plans, opened, cases)
         to_publish = [p for p in plans if p.duplicate_of is None]
         results = await self._deliver(
-            partner_id, to_publish, cases, source_format, topics.RECEIVED_BY_LANE[lane]
+            partner_id,
+            to_publish,
+            cases,
+            (source_format, idempotency),
+            topics.RECEIVED_BY_LANE[lane],
         )
         deliveries = {p.report_id: d for p, d in zip(to_publish, results, strict=True)}
 
@@ -188,7 +205,7 @@ class Acceptor:
         partner_id: str,
         plans: list[Plan],
         cases: dict[uuid.UUID, CaseContext],
-        source_format: SourceFormat,
+        source: Source,
         topic: str,
     ) -> list[Delivery]:
         """Make every report's event (or take the one held for it), hold the new ones, then
@@ -200,7 +217,7 @@ class Acceptor:
         deadline = asyncio.get_running_loop().time() + self.publish_timeout_s
         try:
             async with asyncio.timeout_at(deadline):
-                events = await self._events(partner_id, plans, cases, source_format)
+                events = await self._events(partner_id, plans, cases, source)
         except TimeoutError:
             log.error("report.seal_failed", reports=len(plans), error="TimeoutError")
             events = [Delivery.UNAVAILABLE] * len(plans)
@@ -214,15 +231,15 @@ class Acceptor:
         partner_id: str,
         plans: list[Plan],
         cases: dict[uuid.UUID, CaseContext],
-        source_format: SourceFormat,
+        source: Source,
     ) -> list[Event]:
         if len(plans) == 1:  # the live path: no gate, no tasks
-            return [await self._event(partner_id, plans[0], cases, source_format)]
+            return [await self._event(partner_id, plans[0], cases, source)]
         gate = asyncio.Semaphore(self.seal_concurrency)
 
         async def sealed(plan: Plan) -> Event:
             async with gate:
-                return await self._event(partner_id, plan, cases, source_format)
+                return await self._event(partner_id, plan, cases, source)
 
         return list(await asyncio.gather(*(sealed(p) for p in plans)))
 
@@ -231,8 +248,9 @@ class Acceptor:
         partner_id: str,
         plan: Plan,
         cases: dict[uuid.UUID, CaseContext],
-        source_format: SourceFormat,
+        source: Source,
     ) -> Event:
+        source_format, idempotency = source
         if plan.held is not None:
             return plan.held.event  # an earlier attempt's, as it was
         if sealed_size(len(plan.personal)) > self.max_event_bytes:
@@ -260,7 +278,7 @@ class Acceptor:
             report_id=plan.report_id,
             producer="intake",
             actor=Actor(kind=ActorKind.PARTNER, id=partner_id),
-            data=clear.model_copy(update={"personal": sealed}),
+            data=clear.model_copy(update={"personal": sealed, "idempotency": idempotency}),
             occurred_at=self.clock.now(),
         )
 

@@ -5,12 +5,14 @@ Each submission: rate-limit and reserve the Idempotency-Key in one step (a retry
 first answer, a simultaneous twin is told the request is in progress); read the body with
 limits (beside the event loop when large); accept the reports (`acceptance.py`); remember and
 answer. Nothing is published or remembered for a refused request, and its key is released.
+
+Every use case passes the projection guard first: intake's Redis state is a projection of
+Kafka, rebuilt once (`rebuild.py`) when its epoch marker is found gone.
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -51,6 +53,7 @@ from services.intake.ports import (
     Admissions,
     Clock,
     Figures,
+    ProjectionCheck,
     RateLimit,
     Reservation,
     StatusProjection,
@@ -76,11 +79,6 @@ class Answer:
 
     status: int
     body: BaseModel | dict[str, Any]
-
-
-def request_digest(channel: str, body: bytes) -> str:
-    """What an Idempotency-Key is bound to: the channel and the exact body."""
-    return hashlib.sha256(channel.encode() + b"\n" + body).hexdigest()
 
 
 def too_large_to_publish() -> Refusal:
@@ -109,6 +107,7 @@ class Intake:
     acceptor: Acceptor
     admissions: Admissions
     status: StatusProjection
+    guard: ProjectionCheck
     figures: Figures
     clock: Clock
     refs: Normalisers
@@ -143,9 +142,7 @@ class Intake:
         """Many reports (NDJSON or CSV), into the bulk lane: a result per row."""
         principal = submission.principal
         body = submission.body
-        admitted = await self._admit(
-            principal, submission.idempotency_key, request_digest(f"batch-{kind}", body)
-        )
+        admitted = await self._admit(principal, submission.idempotency_key, f"batch-{kind}", body)
         if isinstance(admitted, Answer):
             return admitted
         partner_kind = principal.partner_kind.value if principal.partner_kind else None
@@ -172,7 +169,7 @@ class Intake:
     # --- the partner's view ----------------------------------------------------------------
 
     async def report_status(self, principal: Principal, report_id: uuid.UUID) -> ReportStatus:
-        await self._admit(principal, None, "")
+        await self._admit(principal, None, "status", b"")
         record = await self.status.report_view(report_id)
         if record is None or record.fields["partner"] != principal.name:
             # Another partner's report is as absent as one that never existed.
@@ -183,6 +180,7 @@ class Intake:
 
     async def on_progress(self, envelope: Envelope) -> None:
         """Triage results (both lanes) and task assignments, for the partners' status view."""
+        await self.guard.ensure()
         if envelope.event_type == EventType.REPORT_TRIAGED:
             triaged = envelope.payload(ReportTriagedData)
             await self.status.mark_triaged(
@@ -200,16 +198,27 @@ class Intake:
     # --- steps -----------------------------------------------------------------------------
 
     async def _admit(
-        self, principal: Principal, key: str | None, digest: str
+        self, principal: Principal, key: str | None, channel: str, body: bytes
     ) -> Reservation | Answer | None:
         """Rate-limit the request and reserve its Idempotency-Key, in one round trip, before
         any work: a retry of an answered request gets the first answer (replay), and of two
-        simultaneous requests with one key only one goes ahead."""
+        simultaneous requests with one key only one goes ahead. The state is rebuilt first if
+        Redis lost it (checked at most once a second)."""
+        await self.guard.ensure()
         limit = RateLimit(
             principal.rate_limit_per_minute or self.config.rate_limit_per_minute,
             principal.rate_limit_burst or self.config.rate_limit_burst,
         )
-        reservation = Reservation(principal.name, key, digest, uuid.uuid4().hex) if key else None
+        reservation = None
+        if key:
+            matcher = self.acceptor.matcher
+            reservation = Reservation(
+                principal.name,
+                matcher.idempotency_key(principal.name, key),
+                matcher.request(channel, body),
+                uuid.uuid4().hex,
+            )
+        digest = reservation.request_digest if reservation else None
         admission = await self.admissions.admit(principal.name, limit, reservation)
         if admission.wait_s:
             raise Refusal(
@@ -261,9 +270,7 @@ class Intake:
         read: Callable[[Deadline], Prepared],
     ) -> Answer:
         principal, body = submission.principal, submission.body
-        admitted = await self._admit(
-            principal, submission.idempotency_key, request_digest(channel, body)
-        )
+        admitted = await self._admit(principal, submission.idempotency_key, channel, body)
         if isinstance(admitted, Answer):
             return admitted
         async with self._reserved(admitted):
@@ -279,7 +286,14 @@ class Intake:
         source_format: SourceFormat,
         reservation: Reservation | None,
     ) -> Answer:
-        acceptance = await self.acceptor.accept(principal.name, [report], source_format, Lane.LIVE)
+        # The event carries the key's keyed digests: its answer can be restored from Kafka.
+        acceptance = await self.acceptor.accept(
+            principal.name,
+            [report],
+            source_format,
+            Lane.LIVE,
+            reservation.digests if reservation else None,
+        )
         [outcome] = acceptance.outcomes
         self._count(source_format, report.report, Lane.LIVE, outcome)
         if outcome.unavailable:
