@@ -115,6 +115,28 @@ def access_not_recorded() -> ApiError:
     )
 
 
+class AccessRecord(Protocol):
+    """Where every read of a case is recorded (`AccessLog`: the access topic), granted or
+    refused, before the answer; the port the services' handlers take."""
+
+    async def viewed(
+        self,
+        case_id: uuid.UUID,
+        principal: Principal,
+        *,
+        reason: str,
+        task_ids: Iterable[uuid.UUID] = (),
+        report_ids: Iterable[uuid.UUID] = (),
+        personal_data_shown: bool = False,
+    ) -> uuid.UUID:
+        """The access event's id; raises (the 503 to answer) when it cannot be recorded."""
+        ...
+
+    async def denied(self, case_id: uuid.UUID, principal: Principal, *, reason: str) -> None:
+        """Record a refusal; never raises (the refusal stands either way)."""
+        ...
+
+
 class AccessLog:
     """Publishes `case.viewed` and `case.access_denied` on the access topic, acknowledged by
     the broker before the caller answers (the audit ledger takes them from there)."""

@@ -22,7 +22,6 @@ from contracts.events import (
     ReportTriagedData,
     TaskAssignedData,
 )
-from ocsea.runtime.auth import Principal
 from ocsea.runtime.keystore import Erasure
 from services.routing.domain.tasks import TaskState
 
@@ -206,26 +205,6 @@ class CaseKeyring(Protocol):
         erased_by: str,
         reference: str | None = None,
     ) -> Erasure | None: ...
-
-
-class AccessRecord(Protocol):
-    """The access topic (`ocsea.runtime.access.AccessLog`): every read of a case, granted or
-    refused, recorded before the answer."""
-
-    async def viewed(
-        self,
-        case_id: uuid.UUID,
-        principal: Principal,
-        *,
-        reason: str,
-        task_ids: Iterable[uuid.UUID] = (),
-        report_ids: Iterable[uuid.UUID] = (),
-        personal_data_shown: bool = False,
-    ) -> uuid.UUID:
-        """The access event's id; raises (a 503 to answer) when it cannot be recorded."""
-        ...
-
-    async def denied(self, case_id: uuid.UUID, principal: Principal, *, reason: str) -> None: ...
 
 
 class DueQueue(Protocol):

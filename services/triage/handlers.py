@@ -46,6 +46,7 @@ from contracts.events import (
 )
 from contracts.topics import Lane
 from ocsea.runtime.access import (
+    AccessRecord,
     Basis,
     GroundsUnavailableError,
     grounds_unavailable,
@@ -71,7 +72,6 @@ from services.triage.domain.replay import ReplaySummary, compare
 from services.triage.domain.rules import Rules
 from services.triage.domain.signals import ScanCache
 from services.triage.ports import (
-    AccessRecord,
     CaseKeyring,
     CaseState,
     Clock,

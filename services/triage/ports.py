@@ -7,7 +7,7 @@ history (for replays and rebuilds). `adapters/` implements them; the tests' fake
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import datetime
@@ -23,7 +23,6 @@ from contracts.events import (
 from contracts.reports import Channel
 from contracts.topics import Lane
 from ocsea.runtime.access import CaseGrounds
-from ocsea.runtime.auth import Principal
 from ocsea.runtime.keystore import Erasure
 from services.triage.domain.rebuild import RebuiltCase
 from services.triage.domain.reports import CaseReport
@@ -128,24 +127,6 @@ class GroundsSource(Protocol):
     async def grounds(self, case_id: uuid.UUID, token: str) -> CaseGrounds | None:
         """The caller's open tasks on the case, asked with their own token (None: none, or no
         such case); raises `GroundsUnavailableError` when it cannot be said."""
-        ...
-
-
-class AccessRecord(Protocol):
-    async def viewed(
-        self,
-        case_id: uuid.UUID,
-        principal: Principal,
-        *,
-        reason: str,
-        task_ids: Iterable[uuid.UUID] = (),
-        report_ids: Iterable[uuid.UUID] = (),
-    ) -> uuid.UUID:
-        """Record a granted read; raises (the 503 to answer) when it cannot be recorded."""
-        ...
-
-    async def denied(self, case_id: uuid.UUID, principal: Principal, *, reason: str) -> None:
-        """Record a refusal; never raises (the refusal stands either way)."""
         ...
 
 

@@ -295,7 +295,9 @@ class RecordingAccessLog:
         reason: str,
         task_ids: Iterable[uuid.UUID] = (),
         report_ids: Iterable[uuid.UUID] = (),
+        personal_data_shown: bool = False,
     ) -> uuid.UUID:
+        assert not personal_data_shown  # triage shows no personal data
         if self.failing:
             raise AccessNotRecordedError
         self.journal.append("access viewed")

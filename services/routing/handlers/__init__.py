@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 
 from contracts.directory import Directory
 from contracts.events import Envelope, ErasureReason, EventType, utc_now
+from ocsea.runtime.access import AccessRecord
 from ocsea.runtime.logging import get_logger
 from services.routing.config import RoutingTopics
 from services.routing.domain.tasks import TaskState
@@ -30,7 +31,6 @@ from services.routing.handlers.timers import SlaTimers
 from services.routing.handlers.views import ErasureResult
 from services.routing.handlers.writer import TaskWriter
 from services.routing.ports import (
-    AccessRecord,
     AppliedMarks,
     CaseKeyring,
     CaseStore,

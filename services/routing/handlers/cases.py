@@ -12,7 +12,7 @@ from cryptography.exceptions import InvalidTag
 
 from contracts.directory import Directory
 from contracts.events import Envelope, EventType, ReportReceivedData
-from ocsea.runtime.access import Basis, CaseGrounds
+from ocsea.runtime.access import AccessRecord, Basis, CaseGrounds
 from ocsea.runtime.auth import Principal
 from ocsea.runtime.crypto import CaseErasedError, CaseKeyNotFoundError
 from ocsea.runtime.errors import ApiError
@@ -20,7 +20,7 @@ from ocsea.runtime.keystore import Erasure, ErasureNotice
 from ocsea.runtime.logging import get_logger
 from services.routing.handlers.access import case_grounds
 from services.routing.handlers.views import CaseTask, CaseView, ReportDetails
-from services.routing.ports import AccessRecord, CaseKeyring, CaseStore, TaskStore
+from services.routing.ports import CaseKeyring, CaseStore, TaskStore
 
 log = get_logger("ocsea.routing")
 
