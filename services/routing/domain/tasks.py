@@ -93,8 +93,8 @@ class DeadlineState(BaseModel):
     breached: bool = False
 
 
-class TaskState(BaseModel):
-    """One task, as folded from its events."""
+class TaskFacts(BaseModel):
+    """What a task is and where it stands: shared by the stored state and by every view of it."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -112,21 +112,26 @@ class TaskState(BaseModel):
     reason: str
     criteria: tuple[str, ...] = ()
     assigned_at: AwareDatetime
-    updated_at: AwareDatetime
-    deadlines: dict[SlaDeadline, DeadlineState]
-    escalation_chain: tuple[EscalationStep, ...] = ()
     escalation_level: int = 0
     escalated_to: EscalationTarget | None = None
     escalated_to_agency: str | None = None
     acknowledged_at: AwareDatetime | None = None
     accepted_at: AwareDatetime | None = None
     resolved_at: AwareDatetime | None = None
-    closed_at: AwareDatetime | None = None
     outcome: str | None = None
     decline_reason: str | None = None
     previous_task_id: uuid.UUID | None = None
     replaced_by: uuid.UUID | None = None
     deliveries: dict[str, DeliveryOutcome] = {}
+
+
+class TaskState(TaskFacts):
+    """One task, as folded from its events: its facts, and the clock work behind them."""
+
+    updated_at: AwareDatetime
+    deadlines: dict[SlaDeadline, DeadlineState]
+    escalation_chain: tuple[EscalationStep, ...] = ()
+    closed_at: AwareDatetime | None = None
 
     @property
     def is_open(self) -> bool:

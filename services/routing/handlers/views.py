@@ -10,10 +10,7 @@ from pydantic import AwareDatetime, BaseModel, Field
 
 from contracts.events import (
     AgencyType,
-    Classification,
-    DeliveryOutcome,
     ErasureReason,
-    EscalationTarget,
     IncidentFacts,
     Priority,
     ReportTriagedData,
@@ -23,26 +20,12 @@ from contracts.events import (
 )
 from contracts.reports import Language, RiskFlag, ViolenceType
 from ocsea.runtime.keystore import ErasureNotice
-from services.routing.domain.tasks import TaskState, satisfied
+from services.routing.domain.tasks import TaskFacts, TaskState, satisfied
 
 
-class TaskView(BaseModel):
+class TaskView(TaskFacts):
     """A task as an officer sees it, with the time left before each open deadline."""
 
-    task_id: uuid.UUID
-    case_id: uuid.UUID
-    report_id: uuid.UUID
-    agency_id: str
-    agency_type: AgencyType
-    unit_id: str | None
-    role: AgencyType
-    status: TaskStatus
-    version: int
-    priority: Priority
-    classification: Classification
-    reason: str
-    criteria: tuple[str, ...]
-    assigned_at: AwareDatetime
     acknowledge_due_at: AwareDatetime
     first_action_due_at: AwareDatetime
     seconds_to_acknowledge: float | None = Field(
@@ -52,46 +35,6 @@ class TaskView(BaseModel):
         description="Negative when overdue; null once accepted"
     )
     overdue: bool
-    escalation_level: int
-    escalated_to: EscalationTarget | None
-    escalated_to_agency: str | None
-    acknowledged_at: AwareDatetime | None
-    accepted_at: AwareDatetime | None
-    resolved_at: AwareDatetime | None
-    outcome: str | None
-    decline_reason: str | None
-    previous_task_id: uuid.UUID | None
-    replaced_by: uuid.UUID | None
-    deliveries: dict[str, DeliveryOutcome]
-
-
-_SHOWN_AS_IS = {
-    "task_id",
-    "case_id",
-    "report_id",
-    "agency_id",
-    "agency_type",
-    "unit_id",
-    "role",
-    "status",
-    "version",
-    "priority",
-    "classification",
-    "reason",
-    "criteria",
-    "assigned_at",
-    "escalation_level",
-    "escalated_to",
-    "escalated_to_agency",
-    "acknowledged_at",
-    "accepted_at",
-    "resolved_at",
-    "outcome",
-    "decline_reason",
-    "previous_task_id",
-    "replaced_by",
-    "deliveries",
-}
 
 
 def task_view(task: TaskState, now: datetime) -> TaskView:
@@ -100,7 +43,7 @@ def task_view(task: TaskState, now: datetime) -> TaskView:
         for kind, state in task.deadlines.items()
     }
     return TaskView(
-        **task.model_dump(include=_SHOWN_AS_IS),
+        **task.model_dump(include=set(TaskFacts.model_fields)),
         acknowledge_due_at=task.deadlines[SlaDeadline.ACKNOWLEDGE].due_at,
         first_action_due_at=task.deadlines[SlaDeadline.FIRST_ACTION].due_at,
         seconds_to_acknowledge=left[SlaDeadline.ACKNOWLEDGE],
