@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import signal
 import time
 from collections.abc import Awaitable, Callable
@@ -137,6 +138,23 @@ async def flush_redis(target: Target) -> None:
     target.say(f"  FLUSHALL: {keys:,} keys gone")
 
 
+async def wipe_redis(target: Target) -> None:
+    """Redis stopped, its data files deleted (append-only file and snapshot), started empty:
+    what a lost disk or a new Redis looks like to the services."""
+    if target.settings.redis_port == StackSettings().redis_port:
+        raise DrillError("refusing to wipe the shared development Redis")
+    await _stop(target, "redis")
+    data = target.settings.redis_dir
+    gone = [p for p in (data / "appendonlydir", data / "dump.rdb") if p.exists()]
+    for path in gone:
+        if path.is_dir():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
+    target.say(f"  Redis data files deleted: {', '.join(p.name for p in gone) or 'none'}")
+    await _start(target)
+
+
 DRILLS = (
     Drill("kill-intake", "kill -9 of intake, restarted by the supervisor", kill_9("intake")),
     Drill("kill-triage", "kill -9 of triage, restarted by the supervisor", kill_9("triage")),
@@ -149,6 +167,7 @@ DRILLS = (
     ),
     Drill("redis-restart", "Redis stopped and started, data on disk", restart("redis")),
     Drill("redis-flushall", "Redis FLUSHALL while SLA timers are pending", flush_redis),
+    Drill("redis-wiped", "Redis restarted with its data files deleted", wipe_redis),
     Drill(
         "ledger-db-down",
         f"the ledger's PostgreSQL down for {LEDGER_DB_OUTAGE_S:.0f} s",
