@@ -3,8 +3,8 @@ the builders of received reports are in `testkit.triage_events`."""
 
 from __future__ import annotations
 
-from contracts.events import AgeBasis, Classification, Priority
-from contracts.reports import RiskFlag
+from contracts.events import AgeBasis, Classification, IncidentFacts, Priority
+from contracts.reports import Governorate, RiskFlag
 from services.triage.domain.case import triage
 from testkit.triage_events import received
 
@@ -24,3 +24,15 @@ def test_report_without_survivor_is_information_only() -> None:
     assert result.priority is Priority.P4
     assert result.classification is Classification.TF_CSEA  # unknown age: presumed child
     assert result.presumed_child
+
+
+def test_the_incident_district_travels_with_its_governorate() -> None:
+    in_koya = received(incident=IncidentFacts(governorate=Governorate.ERBIL, district="erbil.koya"))
+    placeless = received(incident=IncidentFacts(district="erbil.koya"))
+
+    assert (triage(in_koya).governorate, triage(in_koya).district) == (
+        Governorate.ERBIL,
+        "erbil.koya",
+    )
+    # A district without its governorate is not used: routing matches districts within one.
+    assert (triage(placeless).governorate, triage(placeless).district) == (None, None)

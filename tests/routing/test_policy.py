@@ -16,7 +16,7 @@ from contracts.directory import (
     DirectoryError,
     load_directory,
 )
-from contracts.events import AgencyType, Classification, Priority
+from contracts.events import AgencyType, Classification, Priority, ReportTriagedData
 from contracts.reports import Governorate, Language, ViolenceType
 from services.routing.domain.policy import CaseFacts, Requirement, place, required_roles
 
@@ -317,3 +317,44 @@ def test_a_webhook_key_missing_from_the_environment_stops_start_up(tmp_path: Pat
         load_directory(path, environ={})
     directory = load_directory(path, environ={"OCSEA_TEST_WEBHOOK_KEY": "k"})
     assert directory.webhook_secret(directory.agencies[0], {"OCSEA_TEST_WEBHOOK_KEY": "k"}) == b"k"
+
+
+def test_a_district_bound_unit_takes_only_cases_known_to_be_in_its_districts(
+    tmp_path: Path,
+) -> None:
+    document = sample_document()
+    [erbil_cpu] = [a for a in document["agencies"] if a["id"] == "erbil-cpu"]
+    for unit in erbil_cpu["units"]:
+        unit["districts"] = ["erbil.koya"] if unit["id"] == "erbil-cpu-team-2" else []
+        unit["languages"] = ["ckb"]
+    directory = load_directory(write(tmp_path, document))
+    # Team 2 is less loaded, so it wins wherever it may take the case.
+    load = {"erbil-cpu-team-1": 10, "erbil-cpu-team-2": 0}
+
+    in_koya = placed(facts(district="erbil.koya"), AgencyType.CHILD_PROTECTION, load, (), directory)
+    elsewhere = placed(
+        facts(district="erbil.centre"), AgencyType.CHILD_PROTECTION, load, (), directory
+    )
+    unknown = placed(facts(district=None), AgencyType.CHILD_PROTECTION, load, (), directory)
+
+    assert in_koya[:2] == ("erbil-cpu", "erbil-cpu-team-2")
+    assert elsewhere[:2] == ("erbil-cpu", "erbil-cpu-team-1")
+    assert unknown[:2] == ("erbil-cpu", "erbil-cpu-team-1")
+
+
+def test_the_district_travels_from_the_triage_result_into_the_case_facts() -> None:
+    triaged = ReportTriagedData.model_validate(
+        {
+            "report_id": "00000000-0000-4000-8000-000000000001",
+            "classification": "TF-CSEA",
+            "presumed_child": False,
+            "age_used": 14,
+            "age_basis": "stated_age",
+            "priority": "P1",
+            "score": 90,
+            "governorate": "erbil",
+            "district": "erbil.koya",
+            "rules_version": "test",
+        }
+    )
+    assert CaseFacts.from_triaged(triaged).district == "erbil.koya"

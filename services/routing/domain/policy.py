@@ -56,6 +56,7 @@ class CaseFacts:
             violence_types=frozenset(triaged.violence_types),
             factors=frozenset(f.name for f in triaged.factors),
             governorate=triaged.governorate,
+            district=triaged.district,
             language=triaged.language,
             police_referral_consent=triaged.police_referral_consent,
             legal_aid_sought=triaged.legal_aid_sought,

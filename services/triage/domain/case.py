@@ -107,6 +107,9 @@ def _case_result(
         for r in ordered
         if r.received.police_referral_consent is not None
     ]
+    # The incident's place, from the first report that names one: its district (a gazetteer
+    # id, never free text) lies in that governorate, for units that cover only some districts.
+    area = next((r.received.incident for r in ordered if r.received.incident.governorate), None)
     result = ReportTriagedData(
         report_id=trigger_report_id or order[-1],
         classification=classification,
@@ -117,10 +120,8 @@ def _case_result(
         score=urgent.score,
         factors=urgent.factors,
         violence_types=tuple(label.type for label in labels),
-        governorate=next(
-            (r.received.incident.governorate for r in ordered if r.received.incident.governorate),
-            None,
-        ),
+        governorate=area.governorate if area else None,
+        district=area.district if area else None,
         language=next((r.received.language for r in ordered if r.received.language), None),
         police_referral_consent=consent[-1] if consent else None,
         rules_version=rules.version,
