@@ -28,6 +28,31 @@ from ocsea.runtime.logging import get_logger
 log = get_logger("ocsea.projection")
 
 
+class ProjectionLostError(ConnectionError):
+    """A write found its projection's epoch marker gone (Redis lost its data a moment ago):
+    nothing was written. An infrastructure error: the work is retried once the projection is
+    rebuilt, and never acts on the lost state."""
+
+
+# Writes a value only while the projection is present (KEYS[2], its epoch marker): checked
+# and written in one atomic step, so a FLUSHALL cannot fall between the check and the write.
+SET_NX_GET_WHILE_PRESENT = """
+if redis.call('EXISTS', KEYS[2]) == 0 then
+    return redis.error_reply('OCSEA_PROJECTION_LOST')
+end
+return redis.call('SET', KEYS[1], ARGV[1], 'NX', 'EX', ARGV[2], 'GET')
+"""
+
+
+def epoch_key(name: str) -> str:
+    """Where the projection called `name` keeps its epoch marker (unless it brings its own)."""
+    return f"ocsea:projection:{name}:epoch"
+
+
+def projection_lost(error: Exception) -> bool:
+    return "OCSEA_PROJECTION_LOST" in str(error)
+
+
 class EpochMarker(Protocol):
     """Where a projection says it is present (a Redis key beside its data)."""
 
@@ -65,7 +90,7 @@ class ProjectionGuard:
         if marker is None:
             if redis is None:
                 raise ValueError("a projection guard needs a Redis or an epoch marker")
-            marker = RedisEpoch(redis, f"ocsea:projection:{name}:epoch")
+            marker = RedisEpoch(redis, epoch_key(name))
         self.name = name
         self.marker = marker
         self._rebuild = rebuild

@@ -9,7 +9,7 @@ from fastapi import FastAPI
 from ocsea.runtime.access import AccessLog, GroundsClient
 from ocsea.runtime.auth import PrincipalStore
 from ocsea.runtime.crypto import CaseKeys
-from ocsea.runtime.projection import ProjectionGuard
+from ocsea.runtime.projection import ProjectionGuard, epoch_key
 from ocsea.runtime.service import ServiceContext, create_http_app
 from ocsea.runtime.settings import Settings
 from services.triage.adapters.clock import SystemClock
@@ -30,9 +30,16 @@ def build(settings: Settings) -> FastAPI:
     keys = CaseKeys.for_service(context)
     grounds = GroundsClient(settings.triage_routing, timeout_s=settings.triage_routing_timeout_s)
     context.on_shutdown.append(grounds.close)
-    state = RedisCaseState(context.redis, lock_timeout_s=triage_settings.lock_timeout_s)
+    state = RedisCaseState(
+        context.redis,
+        lock_timeout_s=triage_settings.lock_timeout_s,
+        epoch_key=epoch_key("triage"),
+    )
     history = KafkaEventHistory(settings.kafka_bootstrap, within_s=triage_settings.rebuild_within_s)
-    guard = ProjectionGuard(context.redis, "triage", partial(rebuild_state, history, state))
+    # Checked on every use (one GET): a read a moment after a Redis loss rebuilds first.
+    guard = ProjectionGuard(
+        context.redis, "triage", partial(rebuild_state, history, state), recheck_s=0.0
+    )
     # Present before any consumer takes a record (and rebuilt when lost, on every use case).
     context.on_startup.append(guard.ensure)
     handlers = TriageHandlers(

@@ -28,6 +28,7 @@ import pytest
 from redis.asyncio import Redis
 
 from contracts import topics
+from ocsea.runtime.projection import epoch_key
 from services.routing.adapters.redis import RoutingStore
 from services.routing.adapters.webhooks import SIGNATURE_HEADER, TIMESTAMP_HEADER, verify
 from testkit.routing_harness import claimed_redis_db, redis_url
@@ -105,11 +106,13 @@ async def traced(
         encoding="utf-8",
     )
     async with claimed_redis_db(stack_env) as db:
-        # As for a deployment running all along: routing finds its projection present, and
-        # does not rebuild it from the shared topics' whole history first.
+        # As for a deployment running all along: routing, triage and intake find their
+        # projections present, and do not rebuild them from the shared topics' whole history.
         redis = Redis.from_url(redis_url(stack_env, db))
         try:
             await RoutingStore(redis).set_epoch("tracing-test")
+            for projection in ("triage", "intake"):
+                await redis.set(epoch_key(projection), "tracing-test")
         finally:
             await redis.aclose()
         running = start_system(

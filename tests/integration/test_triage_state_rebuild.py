@@ -37,6 +37,7 @@ from contracts.events import (
 )
 from contracts.reports import Channel, Governorate
 from contracts.topics import Lane
+from ocsea.runtime.projection import ProjectionLostError
 from services.triage.adapters.redis import RedisCaseState
 from services.triage.domain.lanes import TRIAGED_TOPICS
 from services.triage.domain.rebuild import report_cause
@@ -219,9 +220,13 @@ async def test_the_redis_restore_sets_only_what_is_absent(stack_env: dict[str, s
     async with claimed_redis_db(stack_env) as db:
         redis = Redis.from_url(redis_url(stack_env, db))
         try:
-            state = RedisCaseState(redis, lock_timeout_s=5)
+            state = RedisCaseState(redis, lock_timeout_s=5, epoch_key="ocsea:test:triage:epoch")
             folded = await rebuild_state(world.kafka, state)
             assert folded["cases"] == 1
+            # Until the projection says it is present, no report is taken on its state.
+            with pytest.raises(ProjectionLostError):
+                await state.take_report(case_id, first.payload(ReportReceivedData))
+            await redis.set("ocsea:test:triage:epoch", "present")
             assert await state.current(case_id) == await world.state.current(case_id)
             assert await state.history(case_id) == await world.state.history(case_id)
             cause = report_cause(first.payload(ReportReceivedData).report_id)

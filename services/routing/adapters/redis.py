@@ -24,9 +24,14 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from redis.asyncio import Redis
-from redis.exceptions import WatchError
+from redis.exceptions import ResponseError, WatchError
 
 from contracts.events import AgencyType, Envelope, ReportReceivedData
+from ocsea.runtime.projection import (
+    SET_NX_GET_WHILE_PRESENT,
+    ProjectionLostError,
+    projection_lost,
+)
 from services.routing.domain.figures import figure_of
 from services.routing.domain.tasks import TaskState, fold, pending_timers
 from services.routing.ports import CaseTriage, LockTimeoutError
@@ -380,10 +385,22 @@ class RoutingStore:
         """The assignment for a case's role slot: ours, or the one an earlier attempt chose
         (then crashed before recording it), so a redelivery never picks a second unit."""
         key = f"{self.prefix}pending-assignment:{slot}"
-        # SET NX GET: one round trip, answering the earlier value when there was one.
-        earlier = await self.redis.set(
-            key, envelope.model_dump_json(), nx=True, ex=7 * 24 * 3600, get=True
-        )
+        # SET NX GET in one round trip, answering the earlier value when there was one; only
+        # while the projection is present: after a Redis loss the earlier choice is on the
+        # tasks topic, and the rebuild must bring it back before anyone chooses again.
+        try:
+            earlier = await self.redis.eval(
+                SET_NX_GET_WHILE_PRESENT,
+                2,
+                key,
+                self.epoch_key,
+                envelope.model_dump_json(),
+                str(7 * 24 * 3600),
+            )
+        except ResponseError as exc:
+            if projection_lost(exc):
+                raise ProjectionLostError("routing's projection is being rebuilt") from exc
+            raise
         if isinstance(earlier, bytes | str):
             return Envelope.model_validate_json(earlier)
         return envelope

@@ -18,6 +18,7 @@ from redis.asyncio.client import Pipeline
 from redis.asyncio.lock import Lock
 
 from contracts.events import Envelope, ReportReceivedData, ReportTriagedData, TriageOverrideInfo
+from ocsea.runtime.projection import ProjectionLostError
 from services.triage.domain.rebuild import RebuiltCase
 from services.triage.ports import CaseSnapshot
 
@@ -28,9 +29,10 @@ RESTORE_BATCH = 200
 
 
 class RedisCaseState:
-    def __init__(self, redis: Redis, *, lock_timeout_s: float) -> None:
+    def __init__(self, redis: Redis, *, lock_timeout_s: float, epoch_key: str) -> None:
         self._redis = redis
         self._lock_timeout_s = lock_timeout_s
+        self._epoch_key = epoch_key
 
     @staticmethod
     def _key(case_id: uuid.UUID, part: str) -> str:
@@ -46,9 +48,11 @@ class RedisCaseState:
 
     async def take_report(self, case_id: uuid.UUID, received: ReportReceivedData) -> CaseSnapshot:
         """Add a received report to its case and read what re-triage needs, in one round
-        trip (the caller holds the case's lock)."""
+        trip (the caller holds the case's lock). Atomic with a check of the projection's
+        epoch marker: state read a moment after Redis lost it is never acted on."""
         cause = f"report:{received.report_id}"
-        async with self._redis.pipeline(transaction=False) as pipe:
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.exists(self._epoch_key)
             pipe.hexists(self._key(case_id, "published"), cause)
             pipe.hget(self._key(case_id, "outcomes"), cause)
             pipe.hsetnx(
@@ -57,7 +61,9 @@ class RedisCaseState:
             pipe.hgetall(self._key(case_id, "reports"))
             pipe.get(self._key(case_id, "override"))
             pipe.get(self._key(case_id, "current"))
-            published, outcome, _added, reports, override, current = await pipe.execute()
+            present, published, outcome, _added, reports, override, current = await pipe.execute()
+        if not present:
+            raise ProjectionLostError("triage's case state is being rebuilt")
         return CaseSnapshot(
             published=bool(published),
             outcome=_EVENTS.validate_json(outcome) if outcome else None,
