@@ -61,7 +61,14 @@ async def ensure_topics(settings: Settings, names: Iterable[str]) -> list[str]:
         if missing:
             response = await admin.create_topics(
                 [
-                    NewTopic(name, settings.topic_partitions, settings.topic_replication_factor)
+                    NewTopic(
+                        name,
+                        settings.topic_partitions,
+                        settings.topic_replication_factor,
+                        # The topics are the source of truth projections and the ledger are
+                        # rebuilt from: kept until deleted on purpose (as deploy/kafka plans).
+                        topic_configs={"retention.ms": "-1"},
+                    )
                     for name in missing
                 ]
             )
