@@ -36,6 +36,7 @@ def make_broker(settings: Settings, *, service: str, registry: CollectorRegistry
         client_id=f"ocsea-{service}",
         acks="all",
         enable_idempotence=True,
+        max_batch_size=settings.kafka_max_batch_bytes,
         request_timeout_ms=int(settings.publish_timeout_s * 1000),
         # Topics are created by `ensure_topics` with the deployment's partition count;
         # FastStream's own creation would make single-partition topics that cannot scale out.

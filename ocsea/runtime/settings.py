@@ -189,6 +189,15 @@ class Settings(BaseSettings):
     )
     processed_marker_ttl_s: int = Field(default=14 * 24 * 3600, ge=60)
     publish_timeout_s: float = Field(default=10.0, gt=0)
+    kafka_max_batch_bytes: int = Field(
+        default=512 * 1024,
+        ge=16 * 1024,
+        le=1_000_000,
+        description="Largest record batch the producer sends to one partition. aiokafka's "
+        "16 KiB default holds a handful of events, so a burst of publishes (a batch upload's "
+        "rows, a consumer batch's results) became hundreds of produce requests and its "
+        "senders queued behind every full batch; kept under the broker's 1 MB message limit",
+    )
     metrics_refresh_s: float = Field(
         default=5.0,
         gt=0,
