@@ -57,6 +57,13 @@ def bench(
         float | None,
         typer.Option(help="End a phase when no task appeared for this many seconds"),
     ] = None,
+    drain: Annotated[
+        float | None,
+        typer.Option(
+            help="After the live P1 has its task, wait at most this many seconds for the "
+            "backlog to drain (its drain rate is measured over that time)"
+        ),
+    ] = None,
     profile: Annotated[
         bool, typer.Option("--profile", help="py-spy each service during the batch phase")
     ] = False,
@@ -114,6 +121,7 @@ def bench(
         partitions=partitions,
         phases=tuple(p.strip() for p in phases.split(",") if p.strip()),
         stall_s=stall,
+        drain_s=drain,
         temp_stack=temp_stack,
         intake_url=intake_url,
         kafka=kafka,

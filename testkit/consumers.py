@@ -17,7 +17,11 @@ from ocsea.runtime.settings import Settings
 
 @asynccontextmanager
 async def running_consumer(
-    settings: Settings, topic: str, handler: Handler
+    settings: Settings,
+    topic: str,
+    handler: Handler,
+    *,
+    event_types: frozenset[str] | None = None,
 ) -> AsyncIterator[tuple[KafkaBroker, ReliableConsumer]]:
     """A reliable consumer of `topic` in a fresh group, with quick retries, started."""
     redis = Redis.from_url(settings.redis_url)
@@ -29,6 +33,7 @@ async def running_consumer(
         handler=handler,
         markers=ProcessedMarkers(redis, 600),
         retry=RetryPolicy(max_attempts=3, initial_backoff_s=0.01, max_backoff_s=0.05),
+        event_types=event_types,
     )
     await broker.start()
     try:

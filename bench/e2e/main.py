@@ -106,6 +106,7 @@ class Options:
     partitions: int = 6
     phases: tuple[str, ...] = PHASES
     stall_s: float | None = None
+    drain_s: float | None = None
     temp_stack: bool = False
     intake_url: str | None = None
     kafka: str = "127.0.0.1:9092"
@@ -132,6 +133,8 @@ class Options:
                 for name in ("fixed", "single", "batch", "p1", "drain")
             }
             sizes = replace(sizes, **budgets)
+        if self.drain_s is not None:
+            sizes = replace(sizes, drain=replace(sizes.drain, wait_s=self.drain_s))
         return sizes
 
     def extra_env(self) -> dict[str, str]:

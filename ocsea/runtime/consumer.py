@@ -13,6 +13,8 @@
 - Events are deduplicated on `event_id` (processed markers in Redis, read for the whole batch
   in one round trip and written after success in one), and handlers are idempotent
   themselves, so a redelivery after a crash changes nothing.
+- A consumer that wants only some event types (`event_types`) skips the others by the
+  `event_type` header, without parsing them (a record without the header is parsed).
 - Raw mode (`raw_handler`) is for recorders that take every record as it is, envelope or not,
   a batch at a time (the audit ledger, which also records the `.dlq` twins): see
   `ReliableConsumer._consume_raw`.
@@ -35,6 +37,7 @@ from aiokafka import ConsumerRecord
 from aiokafka.errors import IllegalStateError
 from faststream import AckPolicy
 from faststream.kafka import KafkaBroker, KafkaMessage
+from faststream.message import StreamMessage
 from opentelemetry import propagate, trace
 from opentelemetry.context import Context
 from opentelemetry.trace import SpanKind, StatusCode
@@ -67,6 +70,21 @@ class Origin:
 
 
 Handler = Callable[[Envelope, Origin], Awaitable[None]]
+
+
+async def _left_undecoded(_message: StreamMessage[object]) -> None:
+    """FastStream's decoder for the reliable consumer: none. The handlers read the records'
+    bytes themselves (pydantic parses them once); FastStream's default would `json.loads`
+    every record first, for nothing."""
+    return None
+
+
+def _event_type_header(record: ConsumerRecord) -> str | None:
+    for name, value in record.headers or ():
+        if name == "event_type":
+            return bytes(value).decode(errors="replace")
+    return None
+
 
 _tracer = trace.get_tracer("ocsea.consumer")
 
@@ -235,8 +253,9 @@ class ConsumerMetrics:
         )
         self.records = Counter(
             "ocsea_consumer_records",
-            "Records a consumer group finished with, by outcome: applied, or skipped as a "
-            "duplicate (dead letters: ocsea_consumer_dead_letters_total)",
+            "Records a consumer group finished with, by outcome: applied, skipped as a "
+            "duplicate, or not_wanted (a type the group does not handle; dead letters: "
+            "ocsea_consumer_dead_letters_total)",
             ["group", "outcome"],
             registry=registry,
         )
@@ -285,9 +304,13 @@ class ReliableConsumer:
         metrics: ConsumerMetrics | None = None,
         gate: LaneGate | None = None,
         lane: Lane | None = None,
+        event_types: frozenset[str] | None = None,
     ) -> None:
         if (handler is None) == (raw_handler is None):
             raise ValueError("give exactly one of handler and raw_handler")
+        if event_types is not None and raw_handler is not None:
+            raise ValueError("a raw handler takes every record: no event_types")
+        self.event_types = event_types
         self.broker = broker
         self.topics = tuple(topics)
         self.group_id = group_id
@@ -316,6 +339,7 @@ class ReliableConsumer:
             # An idle consumer polls again after this long: the most a record waits when the
             # system is quiet (FastStream sleeps this long after an empty poll).
             batch_timeout_ms=batch_wait_ms,
+            decoder=_left_undecoded,
         )
         subscriber(self._consume_raw if raw_handler else self._consume_batch)
         self._subscriber = subscriber
@@ -356,7 +380,13 @@ class ReliableConsumer:
         received = message.raw_message
         records = received if isinstance(received, tuple) else (received,)
         parsed: list[tuple[ConsumerRecord, Envelope, Origin]] = []
+        skipped = 0
         for record in records:
+            if self.event_types is not None:
+                stated = _event_type_header(record)
+                if stated is not None and stated not in self.event_types:
+                    skipped += 1
+                    continue
             body = record.value or b""
             # The raw bytes, not FastStream's decoding: the digest must be of what was sent.
             origin = Origin(
@@ -368,10 +398,12 @@ class ReliableConsumer:
                 await self._dead_letter(record, origin, exc, attempts=1)
                 continue
             parsed.append((record, envelope, origin))
-        if not parsed:
-            return
         if self.metrics is not None:
             self.metrics.batch_size.labels(self.group_id).observe(len(records))
+            if skipped:
+                self.metrics.records.labels(self.group_id, "not_wanted").inc(skipped)
+        if not parsed:
+            return
         ids = [str(envelope.event_id) for _, envelope, _ in parsed]
         seen = await self._until_done(lambda: self.markers.seen_many(self.group_id, ids))
         by_case: dict[bytes | str, list[tuple[ConsumerRecord, Envelope, Origin]]] = {}

@@ -6,7 +6,7 @@ handlers, and run the same whether alone or together under `ocsea run`.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -112,8 +112,10 @@ class ServiceContext:
         raw_batch_size: int = 500,
         group_suffix: str = "",
         lane: Lane | None = None,
+        event_types: Iterable[str] | None = None,
     ) -> None:
-        """Subscribe reliably; a suffix gives a second, independent consumer group.
+        """Subscribe reliably; a suffix gives a second, independent consumer group;
+        `event_types` (for `handler`) leaves records of other types unparsed and unhandled.
 
         Give `handler` for envelopes, or `raw_handler` for batches of records taken as they are.
         A process that serves one lane only (`serve_lanes`) leaves the other lane's consumers
@@ -137,6 +139,7 @@ class ServiceContext:
             metrics=self._consumer_metrics,
             gate=self.lane_gate,
             lane=lane,
+            event_types=frozenset(event_types) if event_types is not None else None,
         )
         self.consumers.append(consumer)
         if "consumers" not in self.readiness:

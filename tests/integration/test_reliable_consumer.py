@@ -104,6 +104,39 @@ async def test_unparseable_message_is_dead_lettered_without_retries(
     assert headers["x-ocsea-attempts"] == "1"
 
 
+async def test_a_consumer_of_some_event_types_leaves_the_others_unparsed(
+    stack_env: dict[str, str],
+) -> None:
+    """Records of other types are passed over by their header (even one that would not parse:
+    it is never read), records without the header are parsed, and the group moves on."""
+    settings = Settings(
+        kafka_bootstrap=stack_env["OCSEA_KAFKA_BOOTSTRAP"], redis_url=stack_env["OCSEA_REDIS_URL"]
+    )
+    topic = f"ocsea.test.types.{uuid.uuid4().hex[:8]}"
+    case_id = uuid.uuid4()
+    wanted, last = triaged_event(case_id), triaged_event(case_id)
+    handled: list[uuid.UUID] = []
+
+    async def handler(envelope: Envelope, origin: Origin) -> None:
+        handled.append(envelope.event_id)
+
+    async with running_consumer(
+        settings, topic, handler, event_types=frozenset({EventType.REPORT_TRIAGED})
+    ) as (broker, _):
+        await publish_event(broker, topic, wanted)
+        other = b"not even JSON"
+        key = str(case_id).encode()
+        await broker.publish(other, topic=topic, key=key, headers={"event_type": "task.assigned"})
+        await broker.publish(last.model_dump_json().encode(), topic=topic, key=key)  # no header
+
+        async def both_handled() -> bool:
+            return last.event_id in handled
+
+        await wait_for(both_handled, what="the records after the unwanted one")
+    assert handled == [wanted.event_id, last.event_id]
+    assert await read_all(settings.kafka_bootstrap, dlq_of(topic)) == []
+
+
 async def test_an_infrastructure_outage_is_waited_out_never_dead_lettered(
     stack_env: dict[str, str],
 ) -> None:

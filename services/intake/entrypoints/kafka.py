@@ -4,7 +4,7 @@ results (a batch row's status follows the bulk lane) and routing's task events."
 from __future__ import annotations
 
 from contracts import topics
-from contracts.events import Envelope
+from contracts.events import Envelope, EventType
 from ocsea.runtime.consumer import Origin
 from ocsea.runtime.service import ServiceContext
 from services.intake.handlers.submissions import Intake
@@ -20,4 +20,6 @@ def subscribe(context: ServiceContext, intake: Intake) -> None:
         topics.TASKS_EVENTS,
         handler=on_progress,
         group_suffix="status",
+        # Most of the tasks topic is other task events: left unparsed.
+        event_types=(EventType.REPORT_TRIAGED, EventType.TASK_ASSIGNED),
     )

@@ -11,7 +11,7 @@ waits for another:
 
 from __future__ import annotations
 
-from contracts.events import Envelope
+from contracts.events import Envelope, EventType
 from contracts.topics import Lane
 from ocsea.runtime.consumer import Origin
 from ocsea.runtime.service import ServiceContext
@@ -36,9 +36,17 @@ def subscribe(context: ServiceContext, handlers: RoutingHandlers, topics: Routin
     async def on_task_event(envelope: Envelope, _origin: Origin) -> None:
         await handlers.task_events.on_task_event(envelope)
 
-    # One consumer group per lane: a bulk backlog never delays a live report.
-    context.consume(topics.triaged, handler=on_triaged, lane=Lane.LIVE)
-    context.consume(topics.triaged_bulk, handler=on_triaged, group_suffix=Lane.BULK, lane=Lane.BULK)
+    # One consumer group per lane: a bulk backlog never delays a live report. Of the triaged
+    # topics' events only the results call for tasks (a reclassification's result follows it).
+    results = (EventType.REPORT_TRIAGED,)
+    context.consume(topics.triaged, handler=on_triaged, lane=Lane.LIVE, event_types=results)
+    context.consume(
+        topics.triaged_bulk,
+        handler=on_triaged,
+        group_suffix=Lane.BULK,
+        lane=Lane.BULK,
+        event_types=results,
+    )
     context.consume(topics.received, handler=on_received, group_suffix="cases", lane=Lane.LIVE)
     context.consume(
         topics.received_bulk, handler=on_received, group_suffix=f"cases.{Lane.BULK}", lane=Lane.BULK
