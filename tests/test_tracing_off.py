@@ -23,7 +23,7 @@ from prometheus_client import CollectorRegistry
 from redis.asyncio import Redis
 from httpx import AsyncHTTPTransport
 
-from ocsea.runtime.consumer import _record_span
+from ocsea.runtime.consumer_spans import record_span
 from ocsea.runtime.kafka import make_broker
 from ocsea.runtime.service import ServiceContext, create_http_app
 from ocsea.runtime.settings import Settings
@@ -41,7 +41,7 @@ class Record:
     headers = [("traceparent", b"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01")]
 
 
-with _record_span(Record(), "group") as span:
+with record_span(Record(), "group") as span:
     traceparent = current_traceparent()
 print(json.dumps({
     "provider": provider is not None,

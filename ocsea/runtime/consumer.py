@@ -27,8 +27,7 @@ import contextlib
 import hashlib
 import random
 import time
-from collections.abc import Awaitable, Callable, Iterator, Sequence
-from contextlib import AbstractContextManager
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TypeVar
@@ -38,22 +37,19 @@ from aiokafka.errors import IllegalStateError
 from faststream import AckPolicy
 from faststream.kafka import KafkaBroker, KafkaMessage
 from faststream.message import StreamMessage
-from opentelemetry import propagate, trace
-from opentelemetry.context import Context
-from opentelemetry.trace import SpanKind, StatusCode
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from pydantic import ValidationError
 from redis.asyncio import Redis
 
 from contracts.events import Envelope
 from contracts.topics import Lane, dlq_of
+from ocsea.runtime.consumer_spans import raw_record_spans, record_span
 from ocsea.runtime.errors import is_infrastructure_error
 from ocsea.runtime.lanes import LaneGate
 from ocsea.runtime.lifecycle import check_producer_error
 from ocsea.runtime.logging import get_logger
 from ocsea.runtime.metrics import LATENCY_BUCKETS
 from ocsea.runtime.settings import Settings
-from ocsea.runtime.telemetry import tracing
 
 log = get_logger("ocsea.consumer")
 T = TypeVar("T")
@@ -84,70 +80,6 @@ def _event_type_header(record: ConsumerRecord) -> str | None:
         if name == "event_type":
             return bytes(value).decode(errors="replace")
     return None
-
-
-_tracer = trace.get_tracer("ocsea.consumer")
-
-
-def _record_span(record: ConsumerRecord, group_id: str) -> AbstractContextManager[object]:
-    """A span per record, continuing the trace its producer started (FastStream's middleware
-    sees only the batch), so one report keeps one trace through every stage."""
-    if not tracing():
-        return contextlib.nullcontext()
-    return _tracer.start_as_current_span(
-        f"process {record.topic}",
-        context=_producer_context(record.headers),
-        kind=SpanKind.CONSUMER,
-        attributes=_process_attributes(record.topic, record.partition, record.offset, group_id),
-    )
-
-
-def _producer_context(headers: Sequence[tuple[str, bytes]] | None) -> Context:
-    return propagate.extract({k: v.decode("latin-1") for k, v in (headers or ())})
-
-
-def _process_attributes(
-    topic: str, partition: int, offset: int, group_id: str
-) -> dict[str, str | int]:
-    """OpenTelemetry messaging conventions for processing one Kafka record."""
-    return {
-        "messaging.system": "kafka",
-        "messaging.operation.type": "process",
-        "messaging.operation.name": "process",
-        "messaging.destination.name": topic,
-        "messaging.destination.partition.id": str(partition),
-        "messaging.kafka.offset": offset,
-        "messaging.consumer.group.name": group_id,
-    }
-
-
-@contextlib.contextmanager
-def _raw_record_spans(records: Sequence[RawRecord], group_id: str) -> Iterator[None]:
-    """A span per record of a raw batch (the audit ledger's), each continuing its producer's
-    trace, open while the batch is handled: the ledger's entry joins the report's trace."""
-    if not tracing():
-        yield
-        return
-    spans = [
-        _tracer.start_span(
-            f"process {r.origin.topic}",
-            context=_producer_context(r.headers),
-            kind=SpanKind.CONSUMER,
-            attributes=_process_attributes(
-                r.origin.topic, r.origin.partition, r.origin.offset, group_id
-            ),
-        )
-        for r in records
-    ]
-    try:
-        yield
-    except BaseException as exc:
-        for span in spans:
-            span.set_status(StatusCode.ERROR, type(exc).__name__)
-        raise
-    finally:
-        for span in spans:
-            span.end()
 
 
 @dataclass(frozen=True)
@@ -459,7 +391,7 @@ class ReliableConsumer:
             for record, envelope, origin in items:
                 if self.bulk and self.gate is not None:
                     await self.gate.bulk_turn()
-                with _record_span(record, self.group_id):
+                with record_span(record, self.group_id):
                     failure = await self._run_with_retries(envelope, origin)
                 if failure is not None:
                     error, attempts = failure
@@ -498,7 +430,7 @@ class ReliableConsumer:
         started = time.perf_counter()
         for attempt in range(1, self.retry.max_attempts + 1):
             try:
-                with _raw_record_spans(batch, self.group_id):
+                with raw_record_spans(batch, self.group_id):
                     await self.raw_handler(batch)
                 if self.metrics is not None:
                     self.metrics.records.labels(self.group_id, "applied").inc(len(batch))
