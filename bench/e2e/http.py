@@ -24,6 +24,7 @@ class _ClosedBeforeAnswerError(Exception):
 class Response:
     status: int
     body: bytes
+    retry_after_s: float | None = None
 
 
 class Connection:
@@ -69,7 +70,7 @@ class Connection:
 
     async def _read(self, reader: asyncio.StreamReader, status_line: bytes) -> Response:
         status = int(status_line.split()[1])
-        length, chunked, close = 0, False, False
+        length, chunked, close, retry_after = 0, False, False, None
         while (line := await reader.readline()) not in (b"\r\n", b""):
             name, _, value = line.decode("latin-1").partition(":")
             name, value = name.strip().lower(), value.strip().lower()
@@ -79,6 +80,8 @@ class Connection:
                 chunked = "chunked" in value
             elif name == "connection":
                 close = value == "close"
+            elif name == "retry-after" and value.isdigit():
+                retry_after = float(value)
         if chunked:
             parts = []
             while size := int((await reader.readline()).split(b";")[0], 16):
@@ -90,7 +93,7 @@ class Connection:
             body = await reader.readexactly(length)
         if close:
             await self.close()
-        return Response(status, body)
+        return Response(status, body, retry_after)
 
     async def close(self) -> None:
         writer, self._writer, self._reader = self._writer, None, None

@@ -567,11 +567,12 @@ def _errors(results: Results) -> dict[str, Any]:
     phases += [results.p1.backlog, results.p1.p1] if results.p1 else []
     out: dict[str, Any] = {}
     for p in phases:
-        if p is not None and (p.errors or p.refused or p.duplicates):
+        if p is not None and (p.errors or p.refused or p.duplicates or p.retried):
             out[p.name] = {
                 **dict(p.errors),
                 "refused_rows": p.refused,
                 "duplicates": p.duplicates,
+                "uploads_retried_after_503": p.retried,
                 "samples": p.refusal_samples,
             }
     return out

@@ -34,6 +34,7 @@ BATCH_PATH = "/v1/reports/batch"
 # The longest one request may take: intake answers within its publish timeout or says 503.
 SINGLE_TIMEOUT_S = 60.0
 BATCH_TIMEOUT_S = 300.0
+BATCH_ATTEMPTS = 5
 UNANSWERED = "no answer before the phase's deadline"
 
 
@@ -49,6 +50,7 @@ class Phase:
     posted: int = 0
     duplicates: int = 0
     refused: int = 0
+    retried: int = 0
     errors: Counter[str] = field(default_factory=Counter)
     refusal_samples: list[str] = field(default_factory=list)
     last_response: float | None = None
@@ -201,11 +203,20 @@ class Bench:
         return report_id
 
     async def post_batch(self, phase: Phase, key: str, body: bytes) -> None:
+        """Post an upload as a partner's client would: a `503` (intake could not store every
+        row in time) is sent again, same body and Idempotency-Key, after its Retry-After;
+        the rows stored the first time come back as duplicates of themselves."""
         headers = self.headers("partner-ngo", "application/x-ndjson", key)
         sent = time.monotonic()
-        response = await self._post(phase, BATCH_PATH, body, headers, BATCH_TIMEOUT_S)
-        if response is None:
-            return
+        for attempt in range(1, BATCH_ATTEMPTS + 1):
+            response = await self._post(phase, BATCH_PATH, body, headers, BATCH_TIMEOUT_S)
+            if response is None:
+                return
+            if response.status != 503 or attempt == BATCH_ATTEMPTS:
+                break
+            phase.retried += 1
+            await asyncio.sleep(response.retry_after_s or 1.0)
+        retried = attempt > 1
         if response.status != 202:
             phase.errors[f"HTTP {response.status}"] += body.count(b"\n")
             self._sample(phase, response.body)
@@ -214,6 +225,10 @@ class Bench:
         for row in json.loads(response.body)["rows"]:
             if row["status"] == "accepted":
                 self.tracker.accepted(phase, str(row["report_id"]), sent, answered)
+            elif row["status"] == "duplicate" and retried and row.get("duplicate_of"):
+                # Every benchmark report is distinct: a duplicate on a retry is the row itself,
+                # stored by an earlier attempt.
+                self.tracker.accepted(phase, str(row["duplicate_of"]), sent, answered)
             elif row["status"] == "duplicate":
                 phase.duplicates += 1
             else:

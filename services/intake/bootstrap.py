@@ -82,6 +82,7 @@ def build(settings: Settings, intake: IntakeSettings | None = None) -> FastAPI:
         vocabulary=vocabulary,
         zone=zone,
         publish_timeout_s=settings.publish_timeout_s,
+        batch_publish_timeout_s=config.batch_publish_timeout_s,
         seal_concurrency=config.batch_seal_concurrency,
         max_event_bytes=config.max_event_bytes,
     )

@@ -41,6 +41,14 @@ class IntakeSettings(BaseSettings):
         description="Rows of one batch sealed at once (each asks Redis for its case's data "
         "key); the sealed rows are then all published together",
     )
+    batch_publish_timeout_s: float = Field(
+        default=60.0,
+        gt=0,
+        description="How long sealing and publishing one upload's rows may take before the "
+        "upload is answered 503 (rows not stored by then are listed; a retry stores the "
+        "rest). Longer than a single report's `publish_timeout_s`: a thousand rows on a "
+        "busy machine take seconds, and a partner's upload does not wait for an officer",
+    )
     max_json_depth: int = Field(
         default=64, ge=8, le=256, description="Deepest nesting of arrays and objects in JSON"
     )

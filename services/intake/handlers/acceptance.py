@@ -105,6 +105,7 @@ class Acceptor:
     publish_timeout_s: float
     seal_concurrency: int
     max_event_bytes: int = 1_000_000
+    batch_publish_timeout_s: float | None = None  # several reports at once; default: the same
 
     def prepare(self, partner_id: str, report: PartnerReport) -> Prepared:
         """The pure part of accepting a report (no I/O, safe in a worker thread)."""
@@ -214,7 +215,10 @@ class Acceptor:
         round trip each. Sealing and publishing share one deadline."""
         if not plans:
             return []
-        deadline = asyncio.get_running_loop().time() + self.publish_timeout_s
+        timeout = self.publish_timeout_s
+        if len(plans) > 1 and self.batch_publish_timeout_s is not None:
+            timeout = self.batch_publish_timeout_s
+        deadline = asyncio.get_running_loop().time() + timeout
         try:
             async with asyncio.timeout_at(deadline):
                 events = await self._events(partner_id, plans, cases, source)
