@@ -267,6 +267,7 @@ async def traced_report(traced: RunningSystem, receiver: tuple[Receiver, int]) -
             consumed(spans, "audit", topics.REPORTS_RECEIVED),
             consumed(spans, "audit", topics.REPORTS_TRIAGED),
             consumed(spans, "audit", topics.TASKS_EVENTS),
+            consumed(spans, "audit", topics.DISPATCH_CHILD_PROTECTION),
             webhook_client_spans(spans),
             [s for s in spans if s["name"] == "deliver webhook"],  # ends after its request
         ]
