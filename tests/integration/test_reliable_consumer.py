@@ -137,6 +137,53 @@ async def test_a_consumer_of_some_event_types_leaves_the_others_unparsed(
     assert await read_all(settings.kafka_bootstrap, dlq_of(topic)) == []
 
 
+async def test_a_batch_commits_only_the_partitions_it_read(stack_env: dict[str, str]) -> None:
+    """Each batch's commit is one offset record per partition it read, not one per partition
+    the member holds: the others keep no committed offset until a record of theirs is done."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+    settings = Settings(
+        kafka_bootstrap=stack_env["OCSEA_KAFKA_BOOTSTRAP"], redis_url=stack_env["OCSEA_REDIS_URL"]
+    )
+    topic = f"ocsea.test.commits.{uuid.uuid4().hex[:8]}"
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(topic, num_partitions=4, replication_factor=1)])
+    finally:
+        await admin.close()
+    event = triaged_event(uuid.uuid4())
+    handled: list[uuid.UUID] = []
+
+    async def handler(envelope: Envelope, origin: Origin) -> None:
+        handled.append(envelope.event_id)
+
+    async with running_consumer(settings, topic, handler) as (broker, consumer):
+        await publish_event(broker, topic, event)
+
+        async def done() -> bool:
+            return event.event_id in handled
+
+        await wait_for(done, what="the record handled")
+        group = consumer.group_id
+        reader = AIOKafkaConsumer(
+            bootstrap_servers=settings.kafka_bootstrap, group_id=group, enable_auto_commit=False
+        )
+        await reader.start()
+        try:
+            partitions = [TopicPartition(topic, p) for p in range(4)]
+
+            async def committed() -> dict[int, int | None] | None:
+                found = {tp.partition: await reader.committed(tp) for tp in partitions}
+                return found if any(v is not None for v in found.values()) else None
+
+            offsets = await wait_for(committed, what="the batch's commit")
+        finally:
+            await reader.stop()
+    assert sorted(offsets.values(), key=str) == [1, None, None, None]
+
+
 async def test_an_infrastructure_outage_is_waited_out_never_dead_lettered(
     stack_env: dict[str, str],
 ) -> None:
