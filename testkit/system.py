@@ -7,6 +7,7 @@ import contextlib
 import ctypes
 import json
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -20,8 +21,37 @@ import httpx
 REPO = Path(__file__).resolve().parents[1]
 
 
+_PICKED: set[int] = set()
+_LOWEST_PORT = 20_000
+
+
+def _ephemeral_range() -> tuple[int, int]:
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32_768, 60_999  # Linux's default
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
+    """A free port below the kernel's ephemeral range, never the same one twice in a process.
+    A port the kernel picks (bind to 0) is ephemeral: between this check and the service's
+    own bind, the kernel can give it to an outgoing connection (a Kafka or Redis client of
+    another test), and the service then fails with "address already in use"."""
+    low, _ = _ephemeral_range()
+    candidates = list(range(_LOWEST_PORT, low)) if low - _LOWEST_PORT >= 1_000 else []
+    random.shuffle(candidates)
+    for port in candidates:
+        if port in _PICKED:
+            continue
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _PICKED.add(port)
+        return port
+    with socket.socket() as sock:  # no room below the ephemeral range: the kernel's pick
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
 
