@@ -6,7 +6,19 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
 from ocsea.runtime import topic_reader
+
+
+async def create_topic(bootstrap: str, topic: str, partitions: int) -> None:
+    """A topic of a test's own, with as many partitions as the test needs to name."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(topic, partitions, 1)])
+    finally:
+        await admin.close()
 
 
 async def end_offsets(bootstrap: str, topic: str) -> dict[int, int]:

@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin import AIOKafkaAdminClient
 from prometheus_client import CollectorRegistry
 from redis.asyncio import Redis
 
@@ -34,6 +34,7 @@ from services.audit.entrypoints.kafka import Recorder
 from services.audit.handlers import Checkpointer
 from services.audit.ports import SearchFilter
 from testkit.audit import access_event, cli, rfc6962_root, spec_open
+from testkit.kafka import create_topic
 from testkit.waiting import wait_for
 
 pytestmark = pytest.mark.integration
@@ -61,12 +62,7 @@ async def drill(
         kafka_bootstrap=stack_env["OCSEA_KAFKA_BOOTSTRAP"], redis_url=stack_env["OCSEA_REDIS_URL"]
     )
     topic = f"ocsea.test.forgery.{uuid.uuid4().hex[:8]}"
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
-    await admin.start()
-    try:
-        await admin.create_topics([NewTopic(topic, 1, 1)])
-    finally:
-        await admin.close()
+    await create_topic(settings.kafka_bootstrap, topic, partitions=1)
     url = f"sqlite+aiosqlite:///{tmp_path / 'ledger.db'}"
     yield Drill(
         settings,

@@ -15,7 +15,7 @@ from ocsea.runtime.consumer import Origin, RetryPolicy
 from ocsea.runtime.kafka import publish_event
 from ocsea.runtime.settings import Settings
 from testkit.consumers import running_consumer
-from testkit.kafka import read_all
+from testkit.kafka import create_topic, read_all
 from testkit.waiting import wait_for
 
 pytestmark = pytest.mark.integration
@@ -141,18 +141,12 @@ async def test_a_batch_commits_only_the_partitions_it_read(stack_env: dict[str, 
     """Each batch's commit is one offset record per partition it read, not one per partition
     the member holds: the others keep no committed offset until a record of theirs is done."""
     from aiokafka import AIOKafkaConsumer, TopicPartition
-    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
     settings = Settings(
         kafka_bootstrap=stack_env["OCSEA_KAFKA_BOOTSTRAP"], redis_url=stack_env["OCSEA_REDIS_URL"]
     )
     topic = f"ocsea.test.commits.{uuid.uuid4().hex[:8]}"
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
-    await admin.start()
-    try:
-        await admin.create_topics([NewTopic(topic, num_partitions=4, replication_factor=1)])
-    finally:
-        await admin.close()
+    await create_topic(settings.kafka_bootstrap, topic, partitions=4)
     event = triaged_event(uuid.uuid4())
     handled: list[uuid.UUID] = []
 

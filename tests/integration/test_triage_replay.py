@@ -12,13 +12,12 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from contracts import topics
 from contracts.events import Envelope, ReportReceivedData
 from contracts.reports import RiskFlag
 from services.triage.domain.rules import SAMPLE_RULES
-from testkit.kafka import end_offsets, read_all
+from testkit.kafka import create_topic, end_offsets, read_all
 from testkit.system import REPO
 from testkit.triage_events import received, survivor
 from tests.triage.events import publish, received_event
@@ -71,12 +70,7 @@ async def test_replay_with_a_changed_weight_prints_the_differences_and_publishes
 ) -> None:
     bootstrap = stack_env["OCSEA_KAFKA_BOOTSTRAP"]
     topic = f"ocsea.test.triage-replay.{uuid.uuid4().hex[:10]}"
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        await admin.create_topics([NewTopic(topic, 2, 1)])
-    finally:
-        await admin.close()
+    await create_topic(bootstrap, topic, partitions=2)
     cases, events, timestamps = recorded_set()
     await publish(bootstrap, events, topic=topic, timestamps_ms=timestamps)
 
